@@ -1,0 +1,542 @@
+"""``CascadeChatModel``: a LangChain chat model that is a ladder of chat models."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from operator import itemgetter
+from typing import Any, Literal, overload
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
+
+from cascade_router.attempts import Result
+from cascade_router.backend import Backend
+from cascade_router.config import LadderConfig, LadderSettings, Rung, as_rungs, check_ladder, load_config
+from cascade_router.engine import Call, Engine, Finished, LiveChunk, RungRuntime, StreamEvent, WholeAnswer
+from cascade_router.model_io import Request
+from langchain_cascade_router._backend import LangChainBackend, model_identity
+from langchain_cascade_router._convert import (
+    message_to_chunk,
+    strip_chunk,
+    to_core_messages,
+    tool_names,
+    usage_metadata,
+)
+from langchain_cascade_router._resolve import model_key, resolve_chat_model
+
+StructuredMethod = Literal["function_calling", "json_mode", "json_schema"]
+
+
+def _child_manager(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None, tag: str, asynchronous: bool
+) -> RunnableConfig | None:
+    """Callbacks that make a rung's (or judge's) run a child of the cascade's run.
+
+    An LLM run manager has no ``get_child()``; this builds what it would return: the
+    inheritable handlers, tags and metadata, with the cascade's run as parent. One constructor
+    call, because this runs once per rung call on the hot path.
+    """
+    if run_manager is None:
+        return None
+    manager_cls = AsyncCallbackManager if asynchronous else CallbackManager
+    handlers = run_manager.inheritable_handlers
+    tags = run_manager.inheritable_tags
+    metadata = run_manager.inheritable_metadata
+    manager = manager_cls(
+        handlers=list(handlers),
+        inheritable_handlers=list(handlers),
+        parent_run_id=run_manager.run_id,
+        tags=[*tags, tag],
+        inheritable_tags=list(tags),
+        metadata=dict(metadata),
+        inheritable_metadata=dict(metadata),
+    )
+    return {"callbacks": manager}
+
+
+@dataclass(slots=True)
+class _Ladder:
+    """What a CascadeChatModel derives from its rungs, and what bind_tools and
+    with_structured_output change in a copy."""
+
+    models: list[BaseChatModel]
+    runnables: list[Runnable[Any, Any]]
+    """What each rung calls: its model, or the model with tools or a schema bound."""
+    identities: list[tuple[str | None, str | None]]
+    """(provider, model name) of each rung."""
+    judges: dict[Any, tuple[BaseChatModel, str | None, str | None]]
+    engine: Engine
+    label: str
+    identity: dict[str, Any]
+    tool_names: frozenset[str] | None = None
+    parser: Runnable[Any, Any] | None = None
+    """Structured output: parses each rung's answer; a failure escalates."""
+    takes_raw: bool = False
+
+
+class _LazyBackends(Sequence[Backend]):
+    """The rungs' backends for one call, built when the engine first reaches each rung: most
+    requests are answered by the first rung and never need the others'."""
+
+    __slots__ = ("_build", "_built", "_n")
+
+    def __init__(self, n: int, build: Callable[[int], Backend]) -> None:
+        self._n = n
+        self._build = build
+        self._built: dict[int, Backend] = {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> Backend: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Backend]: ...
+    def __getitem__(self, index: int | slice) -> Backend | Sequence[Backend]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._n))]
+        backend = self._built.get(index)
+        if backend is None:
+            if not 0 <= index < self._n:
+                raise IndexError(index)
+            backend = self._built[index] = self._build(index)
+        return backend
+
+
+def _annotate(content: str | list[Any], model: str | None) -> str | list[Any]:
+    note = f"\n\n— answered by {model or 'unknown model'}"
+    if isinstance(content, str):
+        return content + note
+    return [*content, {"type": "text", "text": note}]
+
+
+class CascadeChatModel(BaseChatModel, LadderSettings):
+    """A chat model that tries the cheapest rung first and escalates while confidence is low.
+
+    ```python
+    llm = CascadeChatModel(
+        rungs=[
+            {
+                "model": ChatOpenAI(model="gpt-5-nano", logprobs=True),
+                "scorer": LogprobScorer(),
+                "threshold": 0.8,
+                "name": "nano",
+            },
+            {"model": "anthropic:claude-opus-4-6"},
+        ]
+    )
+    ```
+
+    The returned ``AIMessage`` names the answering model in ``response_metadata["model_name"]``
+    and holds every attempt in ``response_metadata["cascade"]``; ``usage_metadata`` sums every
+    attempt and judge call.
+    """
+
+    rungs: list[Rung]
+    """The ladder, cheapest first: ``Rung`` objects or dicts with at least ``model``."""
+    temperature: float | None = None
+    """Forwarded to every rung call when set."""
+    max_tokens: int | None = None
+    """Forwarded to every rung call when set."""
+    stop: list[str] | None = None
+    """Default stop sequences, forwarded to every rung call."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Default per-rung timeout in seconds, for rungs that set none."""
+    max_retries: int = Field(default=0, ge=0)
+    """Default per-rung retries on error before falling back, for rungs that set none."""
+    streaming: bool = False
+    """Make ``invoke`` stream internally (the buffered rungs still answer whole)."""
+
+    # All derived state in one object: pydantic routes every private-attribute read through a
+    # slow __getattr__, and the hot path reads this once per call.
+    _ladder: _Ladder = PrivateAttr()
+
+    @field_validator("rungs", mode="before")
+    @classmethod
+    def _parse_rungs(cls, value: Any, info: ValidationInfo) -> list[Rung]:
+        rungs = as_rungs(value)
+        # accept_last is declared (and so validated) before rungs.
+        check_ladder(rungs, accept_last=info.data.get("accept_last", True))
+        return [
+            r.model_copy(update={"model": resolve_chat_model(r.model, f"rungs[{i}].model")})
+            for i, r in enumerate(rungs)
+        ]
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        models = [r.model for r in self.rungs]
+        identities = [model_identity(m) for m in models]
+        judges: dict[Any, tuple[BaseChatModel, str | None, str | None]] = {}
+        for i, rung in enumerate(self.rungs):
+            for ref in rung.scorer.models() if rung.scorer is not None else []:
+                judge = resolve_chat_model(ref, f"rungs[{i}].scorer.judge")
+                judges[model_key(ref)] = (judge, *model_identity(judge))
+        names: list[str] = []
+        for i, rung in enumerate(self.rungs):
+            name = rung.name or identities[i][1] or type(models[i]).__name__
+            names.append(name if name not in names else f"{name}#{i}")
+        runtimes = [
+            _with_defaults(
+                RungRuntime.from_rung(
+                    i, rung, name=names[i], provider=identities[i][0], model=identities[i][1]
+                ),
+                self.timeout,
+                self.max_retries,
+            )
+            for i, rung in enumerate(self.rungs)
+        ]
+        # Control flow of LangGraph (interrupts) must pass through the ladder, not fall back.
+        engine = Engine(
+            runtimes, self.on_exhausted, accept_last=self.accept_last, propagate=_control_flow_errors()
+        )
+        # Computed once: LangChain reads both on every call, and the ladder never changes.
+        identity = {
+            "ladder": [
+                {
+                    "name": r.name,
+                    "model": r.model,
+                    "threshold": r.threshold,
+                    "scorer": r.scorer.method if r.scorer else None,
+                }
+                for r in runtimes
+            ],
+            "on_exhausted": self.on_exhausted,
+            "accept_last": self.accept_last,
+        }
+        self._ladder = _Ladder(
+            models=models,
+            runnables=list(models),
+            identities=identities,
+            judges=judges,
+            engine=engine,
+            label="cascade[" + ">".join(r.name for r in runtimes) + "]",
+            identity=identity,
+        )
+
+    @classmethod
+    def from_config(cls, source: Any, **overrides: Any) -> CascadeChatModel:
+        """Build from a YAML, TOML or JSON file path, a dict, or a ``LadderConfig``."""
+        config = source if isinstance(source, LadderConfig) else load_config(source)
+        values: dict[str, Any] = {
+            "rungs": config.rungs,
+            "name": config.name,
+            "on_exhausted": config.on_exhausted,
+            "accept_last": config.accept_last,
+            "annotate": config.annotate,
+        }
+        return cls(**{**values, **overrides})
+
+    # -- identity -----------------------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "cascade-router"
+
+    @property
+    def ladder_label(self) -> str:
+        """``cascade[nano>haiku>opus]``: the ladder as one model name, for tracers."""
+        return self._ladder.label
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return self._ladder.identity
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # Runs before the call, when the answering rung is not known yet: the ladder is the
+        # model. The rungs' own runs (children of this one) carry each real model, and the
+        # answer names the one that answered in response_metadata["model_name"].
+        params = LangSmithParams(
+            ls_provider="cascade_router",
+            ls_model_name=kwargs.get("model") or self.ladder_label,
+            ls_model_type="chat",
+        )
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # -- binding ------------------------------------------------------------------------------
+
+    def _derive(
+        self,
+        runnables: list[Runnable[Any, Any]],
+        *,
+        tool_names: frozenset[str] | None,
+        parser: Runnable[Any, Any] | None,
+        takes_raw: bool,
+    ) -> CascadeChatModel:
+        """A copy whose rungs call ``runnables`` (the models with tools or a schema bound)."""
+        clone = self.model_copy()
+        clone._ladder = replace(
+            self._ladder, runnables=runnables, tool_names=tool_names, parser=parser, takes_raw=takes_raw
+        )
+        return clone
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind the tools on every rung, with each rung's own ``bind_tools``.
+
+        A tool call naming a tool that is not bound, or with arguments that are not a JSON
+        object, fails the validity check and escalates; a well-formed one is judged by the
+        rung's ``on_tool_call`` (``accept`` by default).
+        """
+        extra = dict(kwargs)
+        if tool_choice is not None:
+            extra["tool_choice"] = tool_choice
+        runnables = [m.bind_tools(tools, **extra) for m in self._ladder.models]
+        return self._derive(runnables, tool_names=tool_names(tools), parser=None, takes_raw=False).bind()
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: StructuredMethod = "function_calling",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """Structured output, validated on every rung: a rung whose answer does not parse into
+        ``schema`` is invalid and the ladder escalates.
+
+        ``function_calling`` (default) forces a tool call on every rung; ``json_mode`` and
+        ``json_schema`` use each rung's own ``with_structured_output`` for that method.
+        ``strict`` is passed to each rung when set (not every provider accepts it).
+        """
+        # Passed on only when given: providers that do not know `strict` reject it.
+        strict_kw: dict[str, Any] = {} if strict is None else {"strict": strict}
+        if kwargs:
+            raise ValueError(f"with_structured_output: unsupported arguments {sorted(kwargs)}")
+        pydantic_schema = isinstance(schema, type) and is_basemodel_subclass(schema)
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            tool = convert_to_openai_tool(schema)
+            name = tool["function"]["name"]
+            fmt = {"kwargs": {"method": method}, "schema": tool}
+            runnables: list[Runnable[Any, Any]] = [
+                m.bind_tools([schema], tool_choice=name, ls_structured_output_format=fmt, **strict_kw)
+                for m in self._ladder.models
+            ]
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)
+                if pydantic_schema
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+            derived = self._derive(runnables, tool_names=frozenset({name}), parser=parser, takes_raw=False)
+        elif method in ("json_mode", "json_schema"):
+            runnables = [
+                m.with_structured_output(schema, method=method, include_raw=True, **strict_kw)
+                for m in self._ladder.models
+            ]
+            parser = PydanticOutputParser(pydantic_object=schema) if pydantic_schema else JsonOutputParser()
+            derived = self._derive(runnables, tool_names=None, parser=parser, takes_raw=True)
+        else:
+            raise ValueError(f"with_structured_output: unknown method {method!r}")
+        if not include_raw:
+            return derived | parser
+        parse_raw = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=derived) | parse_raw.with_fallbacks([no_parse], exception_key="parsing_error")
+
+    # -- calling ------------------------------------------------------------------------------
+
+    def _call_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        defaults: dict[str, Any] = {}
+        if self.temperature is not None:
+            defaults["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            defaults["max_tokens"] = self.max_tokens
+        return {**defaults, **kwargs} if defaults else kwargs
+
+    def _call(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+        asynchronous: bool,
+    ) -> Call:
+        stop = stop if stop is not None else self.stop
+        call_kwargs = self._call_kwargs(kwargs)
+        ladder = self._ladder
+        runnables, identities, parser, takes_raw = (
+            ladder.runnables,
+            ladder.identities,
+            ladder.parser,
+            ladder.takes_raw,
+        )
+
+        def build(i: int) -> Backend:
+            return LangChainBackend(
+                runnables[i],
+                provider=identities[i][0],
+                model=identities[i][1],
+                config=_child_manager(run_manager, f"cascade:rung:{i}", asynchronous),
+                stop=stop,
+                kwargs=call_kwargs,
+                parser=parser,
+                takes_raw=takes_raw,
+            )
+
+        def resolve(model: Any, rung: int) -> Backend:
+            if model is None:
+                judge, provider, name = ladder.models[rung], *ladder.identities[rung]
+            else:
+                judge, provider, name = ladder.judges[model_key(model)]
+            config = _child_manager(run_manager, f"cascade:judge:{rung}", asynchronous)
+            return LangChainBackend(judge, provider=provider, model=name, config=config)
+
+        request = Request(messages, to_messages=to_core_messages, tool_names=ladder.tool_names)
+        return Call(request, _LazyBackends(len(runnables), build), resolve)
+
+    def _message(self, result: Result) -> AIMessage:
+        raw = result.output.raw
+        assert isinstance(raw, AIMessage)
+        model = result.answered_by.model
+        update: dict[str, Any] = {
+            "response_metadata": {**raw.response_metadata, "model_name": model, "cascade": result.to_dict()},
+            "usage_metadata": usage_metadata(result.usage),
+        }
+        if self.annotate and self._ladder.parser is None:
+            update["content"] = _annotate(raw.content, model)
+        return raw.model_copy(update=update)
+
+    def _chat_result(self, result: Result) -> ChatResult:
+        message = self._message(result)
+        usage = result.usage
+        return ChatResult(
+            generations=[ChatGeneration(message=message)],
+            llm_output={
+                "model_name": result.answered_by.model,
+                "token_usage": {
+                    "prompt_tokens": usage.input_tokens,
+                    "completion_tokens": usage.output_tokens,
+                    "total_tokens": usage.total_tokens,
+                },
+            },
+        )
+
+    def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
+        # One output per prompt of a generate() batch; each prompt may be answered by another rung.
+        outputs = [o for o in llm_outputs if o]
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        for output in outputs:
+            for key in usage:
+                usage[key] += output["token_usage"][key]
+        names = list(dict.fromkeys(str(o["model_name"]) for o in outputs))
+        return {
+            "model_name": ",".join(names),
+            "model_names": [o["model_name"] for o in outputs],
+            "token_usage": usage,
+        }
+
+    @property
+    def engine(self) -> Engine:
+        return self._ladder.engine
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._call(messages, stop, run_manager, kwargs, False)
+        return self._chat_result(self._ladder.engine.run(call))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        result = await self.engine.arun(self._call(messages, stop, run_manager, kwargs, True))
+        return self._chat_result(result)
+
+    def _event_chunk(self, event: StreamEvent) -> ChatGenerationChunk:
+        if isinstance(event, LiveChunk):
+            return ChatGenerationChunk(message=strip_chunk(event.native))
+        if isinstance(event, WholeAnswer):
+            assert isinstance(event.output.raw, AIMessage)
+            return ChatGenerationChunk(message=message_to_chunk(event.output.raw))
+        result = event.result
+        model = result.answered_by.model
+        content = _annotate("", model) if self.annotate and self._ladder.parser is None else ""
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=content,
+                response_metadata={"model_name": model, "cascade": result.to_dict()},
+                usage_metadata=usage_metadata(result.usage),
+            )
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for event in self.engine.stream(self._call(messages, stop, run_manager, kwargs, False)):
+            chunk = self._event_chunk(event)
+            if run_manager is not None and not isinstance(event, Finished):
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async for event in self.engine.astream(self._call(messages, stop, run_manager, kwargs, True)):
+            chunk = self._event_chunk(event)
+            if run_manager is not None and not isinstance(event, Finished):
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+
+def _with_defaults(rt: RungRuntime, timeout: float | None, max_retries: int) -> RungRuntime:
+    """The cascade-wide timeout and retries, for rungs that set none."""
+    if (rt.timeout is not None or timeout is None) and (rt.max_retries or not max_retries):
+        return rt
+    return replace(
+        rt,
+        timeout=rt.timeout if rt.timeout is not None else timeout,
+        max_retries=rt.max_retries or max_retries,
+    )
+
+
+def _control_flow_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from langgraph.errors import GraphBubbleUp
+    except ImportError:  # LangGraph is optional for the chat model
+        return ()
+    return (GraphBubbleUp,)

@@ -1,0 +1,539 @@
+"""The drivers that run a ladder: sync, async, sync streaming and async streaming.
+
+They all follow ``policy``: call the rung it names, check and score the answer, ask it for a
+verdict, repeat. What differs is only how a model is called and awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from tenacity import AsyncRetrying, Retrying, stop_after_attempt, wait_exponential
+
+from cascade_router import policy
+from cascade_router.attempts import Attempt, Result
+from cascade_router.backend import Backend
+from cascade_router.config import Rung
+from cascade_router.errors import (
+    CascadeExhaustedError,
+    CascadeStreamError,
+    RejectedAnswer,
+    RungTimeoutError,
+    ScorerError,
+)
+from cascade_router.model_io import ModelOutput, Request, Usage
+from cascade_router.pricing import Price, cost_usd
+from cascade_router.scorers import Score, Scorer, structural_problem
+from cascade_router.timeouts import call_with_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class RungRuntime:
+    """A rung as the engine runs it: its rule plus the names its adapter resolved."""
+
+    index: int
+    name: str
+    provider: str | None
+    model: str | None
+    scorer: Scorer | None
+    threshold: float | None
+    timeout: float | None
+    price: Price | None
+    on_missing: policy.OnMissing
+    on_tool_call: policy.OnToolCall
+    validate_output: bool
+    max_retries: int
+
+    @property
+    def has_scorer(self) -> bool:
+        return self.scorer is not None
+
+    @classmethod
+    def from_rung(
+        cls, index: int, rung: Rung, *, name: str, provider: str | None, model: str | None
+    ) -> RungRuntime:
+        return cls(
+            index=index,
+            name=name,
+            provider=rung.provider or provider,
+            model=model,
+            scorer=rung.scorer,
+            threshold=rung.threshold,
+            timeout=rung.timeout,
+            price=rung.price,
+            on_missing=rung.on_missing,
+            on_tool_call=rung.on_tool_call,
+            validate_output=rung.validate_output,
+            max_retries=rung.max_retries,
+        )
+
+
+Resolver = Callable[[Any, int], Backend]
+"""``resolve(model, rung)``: a judge's model reference as a backend bound to the current call;
+``model=None`` asks for rung ``rung``'s own model (self-check), without tools or schema bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request's view of the ladder: a backend per rung, bound to this call's options."""
+
+    request: Request
+    backends: Sequence[Backend]
+    resolve: Resolver
+
+
+@dataclass(frozen=True, slots=True)
+class LiveChunk:
+    """A chunk of the answer of a rung that streams straight to the caller."""
+
+    native: Any
+    rung: int
+
+
+@dataclass(frozen=True, slots=True)
+class WholeAnswer:
+    """A buffered rung's accepted answer, emitted in one piece."""
+
+    output: ModelOutput
+    rung: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    result: Result
+
+
+StreamEvent = LiveChunk | WholeAnswer | Finished
+
+
+class _Scoring:
+    """The ``ScoringContext`` of one attempt: runs judge calls and tallies what they cost."""
+
+    __slots__ = ("_call", "_rung", "cost", "usage")
+
+    def __init__(self, call: Call, rung: int) -> None:
+        self._call = call
+        self._rung = rung
+        self.usage = Usage()
+        self.cost: float | None = 0.0
+
+    def _backend(self, model: Any | None) -> Backend:
+        return self._call.resolve(model, self._rung)
+
+    def _count(self, backend: Backend, output: ModelOutput, price: Price | None) -> None:
+        if output.usage is not None:
+            self.usage = self.usage + output.usage
+        cost = cost_usd(
+            output.usage, provider=backend.provider, model=output.model or backend.model, price=price
+        )
+        self.cost = None if cost is None or self.cost is None else self.cost + cost
+
+    def invoke(self, model: Any | None, request: Request, *, price: Price | None = None) -> ModelOutput:
+        backend = self._backend(model)
+        output = backend.invoke(request)
+        self._count(backend, output, price)
+        return output
+
+    async def ainvoke(
+        self, model: Any | None, request: Request, *, price: Price | None = None
+    ) -> ModelOutput:
+        backend = self._backend(model)
+        output = await backend.ainvoke(request)
+        self._count(backend, output, price)
+        return output
+
+
+def _is_probability(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return not math.isnan(value) and 0.0 <= value <= 1.0
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Engine:
+    """Runs requests through a ladder. Stateless between requests; safe to share."""
+
+    def __init__(
+        self,
+        rungs: Sequence[RungRuntime],
+        settings: policy.OnExhausted = "raise",
+        *,
+        accept_last: bool = True,
+        propagate: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        """``propagate``: exception types that are control flow, not rung failures (LangGraph's
+        interrupts, say); they pass through instead of falling back."""
+        if not rungs:
+            raise ValueError("an engine needs at least one rung")
+        self.rungs = tuple(rungs)
+        self.on_exhausted: policy.OnExhausted = settings
+        self.accept_last = accept_last
+        self.propagate = propagate
+
+    # -- pieces shared by every driver -------------------------------------------------------
+
+    def _final(self, index: int) -> bool:
+        return policy.is_final(index, len(self.rungs), self.accept_last)
+
+    def _error_attempt(self, rung: RungRuntime, backend: Backend, exc: Exception, t0: float) -> Attempt:
+        verdict = policy.decide(rung, final=self._final(rung.index), error=exc)
+        return Attempt(
+            rung=rung.index,
+            name=rung.name,
+            provider=rung.provider,
+            model=rung.model or backend.model,
+            decision=verdict.decision,
+            reason=verdict.reason,
+            threshold=rung.threshold,
+            error=_error_text(exc),
+            exception=exc,
+            latency_s=time.perf_counter() - t0,
+        )
+
+    def _pre_check(self, rung: RungRuntime, request: Request, output: ModelOutput) -> tuple[str | None, bool]:
+        """(validity problem, whether to run the scorer)."""
+        invalid = structural_problem(request, output) if rung.validate_output else None
+        if invalid is not None:
+            return invalid, False
+        return None, policy.should_score(rung, is_tool_call=bool(output.tool_calls))
+
+    def _finish(
+        self,
+        rung: RungRuntime,
+        backend: Backend,
+        output: ModelOutput,
+        t0: float,
+        *,
+        invalid: str | None,
+        score: Score | None,
+        scorer_exc: Exception | None,
+        scoring: _Scoring | None,
+        ttft: float | None = None,
+    ) -> Attempt:
+        value: float | None = None
+        scorer_error: str | None = None
+        if scorer_exc is not None:
+            scorer_error = _error_text(scorer_exc)
+        elif score is not None and score.value is not None:
+            value = score.value
+            if not _is_probability(value):
+                scorer_error = _error_text(
+                    ScorerError(f"{score.method} scorer returned {value!r}, not a number in [0, 1]")
+                )
+                value = None
+        verdict = policy.decide(
+            rung,
+            final=self._final(rung.index),
+            invalid=invalid,
+            is_tool_call=bool(output.tool_calls),
+            score=value,
+            missing=score.missing if score is not None else None,
+            scorer_error=scorer_error,
+        )
+        model = output.model or rung.model or backend.model
+        method = "validity" if invalid is not None else (score.method if score is not None else None)
+        return Attempt(
+            rung=rung.index,
+            name=rung.name,
+            provider=rung.provider or backend.provider,
+            model=model,
+            decision=verdict.decision,
+            reason=verdict.reason,
+            threshold=rung.threshold,
+            score=0.0 if invalid is not None else value,
+            method=method,
+            details=dict(score.details) if score is not None else ({"problem": invalid} if invalid else {}),
+            error=scorer_error,
+            exception=scorer_exc,
+            usage=output.usage,
+            cost_usd=cost_usd(
+                output.usage, provider=rung.provider or backend.provider, model=model, price=rung.price
+            ),
+            scorer_usage=scoring.usage if scoring is not None else Usage(),
+            scorer_cost_usd=scoring.cost if scoring is not None else 0.0,
+            latency_s=time.perf_counter() - t0,
+            ttft_s=ttft,
+            output=output,
+        )
+
+    def _conclude(self, attempts: list[Attempt]) -> Result:
+        conclusion = policy.conclude(attempts, self.on_exhausted)
+        if conclusion.accepted is None:
+            raise exhausted_error(attempts)
+        return Result(attempts, conclusion.accepted, conclusion.outcome)
+
+    def _retrying(self, rung: RungRuntime) -> Retrying:
+        return Retrying(
+            stop=stop_after_attempt(rung.max_retries + 1),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=self._retryable,
+            reraise=True,
+        )
+
+    def _retryable(self, state: Any) -> bool:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return exc is not None and not isinstance(exc, self.propagate)
+
+    # -- sync ----------------------------------------------------------------------------------
+
+    def _invoke_rung(self, rung: RungRuntime, backend: Backend, request: Request) -> ModelOutput:
+        def once() -> ModelOutput:
+            return call_with_timeout(lambda: backend.invoke(request), rung.timeout, rung.name)
+
+        if rung.max_retries == 0:
+            return once()
+        return self._retrying(rung)(once)
+
+    def _attempt(self, call: Call, index: int) -> Attempt:
+        rung, backend = self.rungs[index], call.backends[index]
+        t0 = time.perf_counter()
+        try:
+            output = self._invoke_rung(rung, backend, call.request)
+        except self.propagate:
+            raise
+        except Exception as exc:
+            return self._error_attempt(rung, backend, exc, t0)
+        return self._score_sync(call, rung, backend, output, t0)
+
+    def _score_sync(
+        self,
+        call: Call,
+        rung: RungRuntime,
+        backend: Backend,
+        output: ModelOutput,
+        t0: float,
+        *,
+        ttft: float | None = None,
+    ) -> Attempt:
+        invalid, wanted = self._pre_check(rung, call.request, output)
+        score = scorer_exc = scoring = None
+        if wanted:
+            assert rung.scorer is not None
+            scoring = _Scoring(call, rung.index)
+            try:
+                score = rung.scorer.score(call.request, output, scoring)
+            except self.propagate:
+                raise
+            except Exception as exc:
+                scorer_exc = exc
+        return self._finish(
+            rung,
+            backend,
+            output,
+            t0,
+            invalid=invalid,
+            score=score,
+            scorer_exc=scorer_exc,
+            scoring=scoring,
+            ttft=ttft,
+        )
+
+    def run(self, call: Call) -> Result:
+        attempts: list[Attempt] = []
+        while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+            attempts.append(self._attempt(call, index))
+        return self._conclude(attempts)
+
+    # -- async ---------------------------------------------------------------------------------
+
+    async def _ainvoke_rung(self, rung: RungRuntime, backend: Backend, request: Request) -> ModelOutput:
+        async def once() -> ModelOutput:
+            if rung.timeout is None:
+                return await backend.ainvoke(request)
+            try:
+                return await asyncio.wait_for(backend.ainvoke(request), rung.timeout)
+            except TimeoutError:
+                raise RungTimeoutError(rung.name, rung.timeout) from None
+
+        if rung.max_retries == 0:
+            return await once()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(rung.max_retries + 1),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=self._retryable,
+            reraise=True,
+        )
+        return await retrying(once)
+
+    async def _aattempt(self, call: Call, index: int) -> Attempt:
+        rung, backend = self.rungs[index], call.backends[index]
+        t0 = time.perf_counter()
+        try:
+            output = await self._ainvoke_rung(rung, backend, call.request)
+        except self.propagate:
+            raise
+        except Exception as exc:
+            return self._error_attempt(rung, backend, exc, t0)
+        return await self._score_async(call, rung, backend, output, t0)
+
+    async def _score_async(
+        self,
+        call: Call,
+        rung: RungRuntime,
+        backend: Backend,
+        output: ModelOutput,
+        t0: float,
+        *,
+        ttft: float | None = None,
+    ) -> Attempt:
+        invalid, wanted = self._pre_check(rung, call.request, output)
+        score = scorer_exc = scoring = None
+        if wanted:
+            assert rung.scorer is not None
+            scoring = _Scoring(call, rung.index)
+            try:
+                score = await rung.scorer.ascore(call.request, output, scoring)
+            except self.propagate:
+                raise
+            except Exception as exc:
+                scorer_exc = exc
+        return self._finish(
+            rung,
+            backend,
+            output,
+            t0,
+            invalid=invalid,
+            score=score,
+            scorer_exc=scorer_exc,
+            scoring=scoring,
+            ttft=ttft,
+        )
+
+    async def arun(self, call: Call) -> Result:
+        attempts: list[Attempt] = []
+        while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+            attempts.append(await self._aattempt(call, index))
+        return self._conclude(attempts)
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    def _streams_live(self, index: int) -> bool:
+        return policy.streams_live(self.rungs[index], final=self._final(index))
+
+    def stream(self, call: Call) -> Iterator[StreamEvent]:
+        """Events for one request: the answer's chunks, then ``Finished`` with the result.
+
+        Buffered rungs are called without streaming (their answer must be complete, and their
+        logprobs present, before it can be scored); a rung whose answer cannot change the
+        decision streams live.
+        """
+        attempts: list[Attempt] = []
+        while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+            if not self._streams_live(index):
+                attempt = self._attempt(call, index)
+                attempts.append(attempt)
+                if attempt.decision == "accept":
+                    assert attempt.output is not None
+                    yield WholeAnswer(attempt.output, index)
+                continue
+            rung, backend = self.rungs[index], call.backends[index]
+            t0 = time.perf_counter()
+            emitted = False
+            ttft: float | None = None
+            try:
+                handle = backend.stream(call.request)
+                chunks = iter(handle)
+                first = call_with_timeout(partial(next, chunks, _END), rung.timeout, rung.name)
+                if first is not _END:
+                    ttft = time.perf_counter() - t0
+                    emitted = True
+                    yield LiveChunk(first, index)
+                    for chunk in chunks:
+                        yield LiveChunk(chunk, index)
+                output = handle.output()
+            except self.propagate:
+                raise
+            except Exception as exc:
+                if emitted:
+                    attempts.append(self._error_attempt(rung, backend, exc, t0))
+                    raise _midstream_error(rung, exc, attempts) from exc
+                attempts.append(self._error_attempt(rung, backend, exc, t0))
+                continue
+            attempts.append(self._score_sync(call, rung, backend, output, t0, ttft=ttft))
+        result = self._conclude(attempts)
+        if result.outcome == "best":
+            yield WholeAnswer(result.output, result.answered_by.rung)
+        yield Finished(result)
+
+    async def astream(self, call: Call) -> AsyncIterator[StreamEvent]:
+        """The async twin of ``stream``; the same events in the same order."""
+        attempts: list[Attempt] = []
+        while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+            if not self._streams_live(index):
+                attempt = await self._aattempt(call, index)
+                attempts.append(attempt)
+                if attempt.decision == "accept":
+                    assert attempt.output is not None
+                    yield WholeAnswer(attempt.output, index)
+                continue
+            rung, backend = self.rungs[index], call.backends[index]
+            t0 = time.perf_counter()
+            emitted = False
+            ttft: float | None = None
+            try:
+                handle = backend.astream(call.request)
+                chunks = aiter(handle)
+                try:
+                    if rung.timeout is None:
+                        first = await anext(chunks, _END)
+                    else:
+                        first = await asyncio.wait_for(anext(chunks, _END), rung.timeout)
+                except TimeoutError:
+                    raise RungTimeoutError(rung.name, rung.timeout or 0.0) from None
+                if first is not _END:
+                    ttft = time.perf_counter() - t0
+                    emitted = True
+                    yield LiveChunk(first, index)
+                    async for chunk in chunks:
+                        yield LiveChunk(chunk, index)
+                output = handle.output()
+            except self.propagate:
+                raise
+            except Exception as exc:
+                attempts.append(self._error_attempt(rung, backend, exc, t0))
+                if emitted:
+                    raise _midstream_error(rung, exc, attempts) from exc
+                continue
+            attempts.append(await self._score_async(call, rung, backend, output, t0, ttft=ttft))
+        result = self._conclude(attempts)
+        if result.outcome == "best":
+            yield WholeAnswer(result.output, result.answered_by.rung)
+        yield Finished(result)
+
+
+_END: Any = object()
+
+
+def _midstream_error(rung: RungRuntime, exc: Exception, attempts: list[Attempt]) -> CascadeStreamError:
+    return CascadeStreamError(
+        f"rung {rung.name!r} failed after part of its answer was streamed; the answer is "
+        f"incomplete and was not retried on another rung: {_error_text(exc)}",
+        attempts=attempts,
+    )
+
+
+def exhausted_error(attempts: list[Attempt]) -> CascadeExhaustedError:
+    """One exception holding every attempt's error; its message lists rung, model and error."""
+    exceptions: list[Exception] = []
+    lines = []
+    for a in attempts:
+        if isinstance(a.exception, Exception) and a.decision == "error":
+            exc: Exception = a.exception
+        else:
+            exc = RejectedAnswer(f"rung {a.rung} {a.name!r} ({a.model}): {a.reason}")
+            if a.exception is not None:
+                exc.__cause__ = a.exception
+        exceptions.append(exc)
+        what = a.error if a.decision == "error" else a.reason
+        lines.append(f"rung {a.rung} {a.name!r} ({a.model}): {what}")
+    message = "no rung gave an acceptable answer: " + "; ".join(lines)
+    return CascadeExhaustedError(message, exceptions, attempts)

@@ -1,0 +1,128 @@
+"""What goes into a model and what the cascade reads out of its answer, framework-neutral.
+
+Adapters convert their framework's objects into these once per call; scorers and the policy
+see nothing else. The framework's own objects ride along in ``native`` / ``raw`` so that the
+adapter can hand the user exactly what their model returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation as plain text, for judges and learned scorers."""
+
+    role: str
+    """``system``, ``user``, ``assistant`` or ``tool``."""
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one model call."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token with its log-probability and, when returned, the top alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    """``(token, logprob)`` of the most likely alternatives at this position, most likely first."""
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A well-formed tool call: a name and a JSON object of arguments."""
+
+    name: str
+    args: Mapping[str, Any]
+    id: str | None = None
+
+
+class Request:
+    """One request to the ladder.
+
+    ``native`` is the framework's own request (a list of LangChain messages, say) and is what
+    rung backends send. ``messages`` is the plain-text view that judges and learned scorers
+    read; it is built on first use only, because most requests are never judged.
+    """
+
+    __slots__ = ("__dict__", "_to_messages", "native", "tool_names")
+
+    def __init__(
+        self,
+        native: Any = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        to_messages: Callable[[Any], Sequence[Message]] | None = None,
+        tool_names: frozenset[str] | None = None,
+    ) -> None:
+        if messages is None and to_messages is None:
+            raise TypeError("Request needs `messages` or a `to_messages` converter")
+        self.native = native
+        self.tool_names = tool_names
+        """Names of the tools bound for this request; None when no tools are bound."""
+        self._to_messages = to_messages
+        if messages is not None:
+            self.__dict__["messages"] = tuple(messages)
+
+    @cached_property
+    def messages(self) -> tuple[Message, ...]:
+        assert self._to_messages is not None
+        return tuple(self._to_messages(self.native))
+
+    @classmethod
+    def from_text(cls, prompt: str, *, system: str | None = None) -> Request:
+        """A single-turn request, optionally with a system prompt."""
+        turns = [Message("system", system)] if system else []
+        turns.append(Message("user", prompt))
+        return cls(messages=turns)
+
+    def __repr__(self) -> str:
+        return f"Request(native={self.native!r})"
+
+
+@dataclass(slots=True)
+class ModelOutput:
+    """The signals the cascade reads from one model answer."""
+
+    text: str
+    """The answer's text content ('' for a pure tool call)."""
+    raw: Any = None
+    """The framework's own response object, returned to the user when this answer is accepted."""
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """Per-token log-probabilities; None when the provider returned none (not the same as empty)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    invalid_tool_calls: tuple[str, ...] = ()
+    """One description per tool call that could not be parsed (bad JSON arguments, no name)."""
+    usage: Usage | None = None
+    """Token counts as reported by the provider; None when it reported none."""
+    model: str | None = None
+    """The model name the provider says answered (may differ from the requested one)."""
+    finish_reason: str | None = None
+    parse_error: str | None = None
+    """Set by structured-output adapters when the answer failed to parse or validate."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Adapter-specific values (e.g. a parsed structured object) that scorers may read."""

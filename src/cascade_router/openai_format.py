@@ -1,0 +1,39 @@
+"""Reading OpenAI-format logprobs, the format ChatOpenAI, vLLM, llama.cpp and Ollama return.
+
+``{"content": [{"token": "Paris", "logprob": -0.01, "top_logprobs": [{"token", "logprob"}]}]}``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cascade_router.model_io import TokenLogprob
+
+
+def _get(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
+
+
+def parse_logprobs(value: Any) -> tuple[TokenLogprob, ...] | None:
+    """Token logprobs from a ``logprobs`` object, a bare ``content`` list, or None.
+
+    Accepts dicts and the openai SDK's objects alike. Returns None when there are none, so that
+    a scorer can say the signal is missing instead of scoring an empty list.
+    """
+    if value is None:
+        return None
+    content = value if isinstance(value, Sequence) and not isinstance(value, str) else _get(value, "content")
+    if content is None:
+        return None
+    tokens = []
+    for item in content:
+        top = _get(item, "top_logprobs") or ()
+        tokens.append(
+            TokenLogprob(
+                token=str(_get(item, "token")),
+                logprob=float(_get(item, "logprob")),
+                top=tuple((str(_get(t, "token")), float(_get(t, "logprob"))) for t in top),
+            )
+        )
+    return tuple(tokens)

@@ -1,0 +1,67 @@
+"""The scorer contract: ``Score``, ``Scorer`` and what a scorer may call (``ScoringContext``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from cascade_router.model_io import ModelOutput, Request
+
+if TYPE_CHECKING:
+    from cascade_router.pricing import Price
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A confidence in [0, 1] that an answer is good enough, or the reason there is none."""
+
+    value: float | None
+    method: str
+    """logprob, judge, validity, learned, callable, ..."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    missing: str | None = None
+    """Why ``value`` is None: the signal the scorer needs was not in the answer."""
+
+    @classmethod
+    def missing_signal(cls, method: str, reason: str, **details: Any) -> Score:
+        return cls(None, method, details, missing=reason)
+
+
+class ScoringContext(Protocol):
+    """Model calls a scorer may make; the engine counts their tokens and cost on the attempt."""
+
+    def invoke(self, model: Any | None, request: Request, *, price: Price | None = None) -> ModelOutput:
+        """Call ``model`` (None: the rung's own model) with ``request``."""
+        ...
+
+    async def ainvoke(
+        self, model: Any | None, request: Request, *, price: Price | None = None
+    ) -> ModelOutput: ...
+
+
+class Scorer(BaseModel):
+    """Base of every scorer. Subclass it, set ``kind``, implement ``score`` (and ``ascore`` if
+    scoring does I/O).
+
+    Scorers are pydantic models so that a YAML ``scorer: {kind: logprob, aggregate: min}`` and
+    ``LogprobScorer(aggregate="min")`` build the same object.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    method: ClassVar[str] = "callable"
+    """The ``Score.method`` this scorer reports."""
+
+    def models(self) -> list[Any]:
+        """Model references this scorer calls (judges), so adapters can resolve them up front."""
+        return []
+
+    def score(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
+        raise NotImplementedError
+
+    async def ascore(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
+        # CPU-only scorers are fast enough to run inline on the event loop.
+        return self.score(request, output, ctx)

@@ -1,0 +1,73 @@
+"""Confidence from the answer's own token log-probabilities."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from cascade_router.model_io import ModelOutput, Request
+from cascade_router.scorers.base import Score, Scorer, ScoringContext
+
+Aggregate = Literal["mean", "min", "geometric_mean", "quantile", "first_token_margin"]
+
+
+class LogprobScorer(Scorer):
+    """Aggregates per-token probabilities into one confidence.
+
+    Every aggregate is length-normalised: a sum of logprobs would punish long answers for being
+    long (Gupta et al., 2024). Which aggregate separates right from wrong answers best depends
+    on the task, so measure it on your own traffic before trusting one.
+    """
+
+    kind: Literal["logprob"] = "logprob"
+    method: ClassVar[str] = "logprob"
+    aggregate: Aggregate = "mean"
+    """``mean``: mean token probability; ``min``: the least likely token; ``geometric_mean``:
+    exp(mean logprob), the per-token perplexity inverse; ``quantile``: the ``quantile`` low
+    quantile of token probabilities; ``first_token_margin``: top-1 minus top-2 probability of
+    the first token (needs top alternatives)."""
+    quantile: float = Field(default=0.1, gt=0, lt=1)
+    """Which low quantile ``aggregate="quantile"`` reads."""
+    skip_whitespace: bool = True
+    """Leave out tokens that are only whitespace: they are near-certain and dilute the signal."""
+
+    def score(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
+        if output.logprobs is None:
+            return Score.missing_signal("logprob", "no logprobs returned")
+        tokens = [t for t in output.logprobs if not (self.skip_whitespace and not t.token.strip())] or list(
+            output.logprobs
+        )
+        if not tokens:
+            return Score.missing_signal("logprob", "answer has no tokens")
+        probs = [math.exp(t.logprob) for t in tokens]
+        details = {"aggregate": self.aggregate, "tokens": len(tokens)}
+        match self.aggregate:
+            case "mean":
+                value = sum(probs) / len(probs)
+            case "min":
+                value = min(probs)
+            case "geometric_mean":
+                value = math.exp(sum(t.logprob for t in tokens) / len(tokens))
+            case "quantile":
+                value = _low_quantile(probs, self.quantile)
+            case "first_token_margin":
+                first = tokens[0]
+                alternatives = sorted((lp for tok, lp in first.top if tok != first.token), reverse=True)
+                if not first.top:
+                    return Score.missing_signal(
+                        "logprob", "first_token_margin needs top logprobs (ask for top_logprobs)"
+                    )
+                runner_up = math.exp(alternatives[0]) if alternatives else 0.0
+                value = max(0.0, math.exp(first.logprob) - runner_up)
+        return Score(min(1.0, max(0.0, value)), "logprob", details)
+
+
+def _low_quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile, as numpy's default, without importing numpy."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

@@ -1,0 +1,123 @@
+"""``ScriptedBackend``: the fake for the core ``Backend`` seam."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
+from cascade_router.openai_format import parse_logprobs
+from cascade_router.testing.replies import Reply, Script, tokenize
+
+
+def reply_output(reply: Reply, request: Request, model: str) -> ModelOutput:
+    """The ``ModelOutput`` a real backend would produce for this reply."""
+    usage = reply.resolved_usage(sum(len(m.content) for m in request.messages))
+    return ModelOutput(
+        text=reply.text,
+        raw=reply,
+        logprobs=parse_logprobs(reply.resolved_logprobs()),
+        tool_calls=tuple(
+            ToolCall(str(c["name"]), dict(c.get("args", {})), c.get("id") or f"call_{i}")
+            for i, c in enumerate(reply.tool_calls)
+        ),
+        invalid_tool_calls=tuple(str(c.get("error") or c) for c in reply.invalid_tool_calls),
+        usage=Usage(*usage) if usage is not None else None,
+        model=reply.model or model,
+        finish_reason=reply.finish_reason,
+    )
+
+
+class _Stream:
+    def __init__(self, backend: ScriptedBackend, request: Request) -> None:
+        self._backend = backend
+        self._request = request
+        self._reply = backend.script.next()
+        self._done = False
+
+    def __iter__(self) -> Iterator[str]:
+        reply = self._reply
+        if reply.delay:
+            time.sleep(reply.delay)
+        reply.raise_error()
+        for i, token in enumerate(tokenize(reply.text)):
+            if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
+                raise reply.stream_error()
+            yield token
+        self._done = True
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        reply = self._reply
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        reply.raise_error()
+        for i, token in enumerate(tokenize(reply.text)):
+            if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
+                raise reply.stream_error()
+            yield token
+        self._done = True
+
+    def output(self) -> ModelOutput:
+        if not self._done:
+            raise RuntimeError("output() before the stream finished")
+        return reply_output(self._reply, self._request, self._backend.model)
+
+
+class ScriptedBackend:
+    """A model that answers from a script of ``Reply`` objects, for testing cascades.
+
+    ``ScriptedBackend("cheap", ["Paris", Reply("Lyon", confidence=0.3), TimeoutError])``
+    answers "Paris", then "Lyon" with low-confidence logprobs, then raises. ``requests`` keeps
+    every request it received, so tests can check which rungs were called.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        replies: Sequence[Any],
+        *,
+        provider: str | None = "scripted",
+        cycle: bool = True,
+    ) -> None:
+        self._model = model
+        self._provider = provider
+        self.script = Script(replies, cycle=cycle)
+        self.requests: list[Request] = []
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def provider(self) -> str | None:
+        return self._provider
+
+    @property
+    def calls(self) -> int:
+        return self.script.calls
+
+    def invoke(self, request: Request) -> ModelOutput:
+        self.requests.append(request)
+        reply = self.script.next()
+        if reply.delay:
+            time.sleep(reply.delay)
+        reply.raise_error()
+        return reply_output(reply, request, self._model)
+
+    async def ainvoke(self, request: Request) -> ModelOutput:
+        self.requests.append(request)
+        reply = self.script.next()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        reply.raise_error()
+        return reply_output(reply, request, self._model)
+
+    def stream(self, request: Request) -> _Stream:
+        self.requests.append(request)
+        return _Stream(self, request)
+
+    def astream(self, request: Request) -> _Stream:
+        self.requests.append(request)
+        return _Stream(self, request)
