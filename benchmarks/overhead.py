@@ -91,7 +91,12 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
-            {"rounds": args.rounds, "calls_per_round": args.calls, "python": platform.python_version(), "variants": rows},
+            {
+                "rounds": args.rounds,
+                "calls_per_round": args.calls,
+                "python": platform.python_version(),
+                "variants": rows,
+            },
             indent=2,
         )
         + "\n"

@@ -285,3 +285,27 @@ def test_secrets_do_not_leak_into_metadata(monkeypatch: pytest.MonkeyPatch) -> N
     assert secret not in str(info.value)
     assert secret not in repr(info.value.attempts)
     assert secret not in repr(llm._identifying_params)
+
+
+async def test_rung_timeout_falls_back_sync_and_async() -> None:
+    def build() -> CascadeChatModel:
+        slow = ScriptedChatModel(model_name="slow", replies=[Reply("late", confidence=0.99, delay=3.0)])
+        fast = ScriptedChatModel(model_name="fast", replies=["on time"])
+        return CascadeChatModel(
+            rungs=[
+                {"model": slow, "timeout": 0.1, "scorer": LogprobScorer(), "threshold": 0.5},
+                {"model": fast},
+            ]
+        )
+
+    recorder = RunRecorder()
+    message = build().invoke("q", config={"callbacks": [recorder]})
+    assert message.content == "on time"
+    first = message.response_metadata["cascade"]["attempts"][0]
+    assert first["error"] == "RungTimeoutError: rung 'slow' gave no answer within 0.1 s"
+    # The timed-out rung ran in a worker thread; its run still nests under the cascade's.
+    roots = [rid for rid, (parent, _, _) in recorder.runs.items() if parent is None]
+    assert len(roots) == 1
+    assert len(recorder.runs) == 3
+    message = await build().ainvoke("q")
+    assert message.content == "on time"

@@ -139,3 +139,12 @@ def test_structured_output_rejects_unknown_arguments() -> None:
     llm, _, _ = ladder(["x"], ["y"])
     with pytest.raises(ValueError, match="unsupported arguments"):
         llm.with_structured_output(Person, temperature=0)
+
+
+def test_structured_output_json_mode_parses_text_and_escalates_on_bad_json() -> None:
+    llm, _, strong = ladder([Reply("{name: Ada", confidence=0.99)], [Reply('{"name": "Ada", "age": 36}')])
+    out = llm.with_structured_output(Person, method="json_mode", include_raw=True).invoke("who?")
+    assert out["parsed"] == Person(name="Ada", age=36)
+    first = out["raw"].response_metadata["cascade"]["attempts"][0]
+    assert first["reason"].startswith("invalid: structured output did not parse: OutputParserException")
+    assert strong.calls == 1
