@@ -165,7 +165,7 @@ class Engine:
     def __init__(
         self,
         rungs: Sequence[RungRuntime],
-        settings: policy.OnExhausted = "raise",
+        on_exhausted: policy.OnExhausted = "raise",
         *,
         accept_last: bool = True,
         propagate: tuple[type[BaseException], ...] = (),
@@ -175,7 +175,7 @@ class Engine:
         if not rungs:
             raise ValueError("an engine needs at least one rung")
         self.rungs = tuple(rungs)
-        self.on_exhausted: policy.OnExhausted = settings
+        self.on_exhausted: policy.OnExhausted = on_exhausted
         self.accept_last = accept_last
         self.propagate = propagate
 

@@ -208,11 +208,9 @@ def test_scorer_out_of_range_is_a_scorer_error_and_escalates(bad: object) -> Non
     ).invoke("q")
     first = result.attempts[0]
     assert first.decision == "escalate"
-    if bad is None:
-        assert first.reason.startswith("scorer error")
-    else:
-        assert first.reason.startswith("scorer error: ScorerError")
+    assert first.reason.startswith("scorer error: ScorerError: callable scorer returned")
     assert first.score is None
+    assert result.answered_by.name == "s"
 
 
 def test_scorer_exception_escalates_with_its_message() -> None:

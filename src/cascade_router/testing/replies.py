@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,8 +116,6 @@ class Script:
     """A thread-safe queue of replies; cycles when ``cycle`` is set, else fails when empty."""
 
     def __init__(self, replies: Sequence[Any], *, cycle: bool = True) -> None:
-        import threading
-
         if not replies:
             raise ValueError("a script needs at least one reply")
         self.replies = [as_reply(r) for r in replies]
