@@ -1,8 +1,21 @@
-"""Shared test setup: no real network (loopback only), scripted models everywhere."""
+"""Shared test setup: no real network (loopback only), scripted models everywhere, and every
+span the code under test emits captured in memory."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+# The global tracer provider can be set once per process: set it before any test runs.
+SPANS = InMemorySpanExporter()
+PROVIDER = TracerProvider()
+PROVIDER.add_span_processor(SimpleSpanProcessor(SPANS))
+trace.set_tracer_provider(PROVIDER)
 
 
 @pytest.fixture(autouse=True)
@@ -10,3 +23,12 @@ def _no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     # A test that needs a key sets a fake one itself; none may reach a real provider.
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The spans exported during this test."""
+    SPANS.clear()
+    yield SPANS
+    SPANS.clear()

@@ -82,6 +82,10 @@ class Result:
     """Index in ``attempts`` of the answer returned."""
     outcome: Outcome
     """``accepted``, or ``best`` when no rung was accepted and the best-scored answer is returned."""
+    request_id: str = ""
+    """Identifies the request in the decision log (``record_feedback``) and in traces."""
+    trace_id: str | None = None
+    """The OpenTelemetry trace id, when the request was traced."""
 
     @property
     def answered_by(self) -> Attempt:
@@ -118,6 +122,8 @@ class Result:
         """The dict put in ``response_metadata["cascade"]`` (and the decision log)."""
         answered = self.answered_by
         return {
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
             "answered_by": {"rung": answered.rung, "name": answered.name, "model": answered.model},
             "outcome": self.outcome,
             "attempts": [a.to_dict() for a in self.attempts],

@@ -7,16 +7,22 @@ verdict, repeat. What differs is only how a model is called and awaited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, Retrying, stop_after_attempt, wait_exponential
 
 from cascade_router import policy
+from cascade_router._version import __version__
 from cascade_router.attempts import Attempt, Result
 from cascade_router.backend import Backend
 from cascade_router.config import Rung
@@ -29,8 +35,13 @@ from cascade_router.errors import (
 )
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.pricing import Price, cost_usd
+from cascade_router.redaction import redact
 from cascade_router.scorers import Score, Scorer, structural_problem
+from cascade_router.telemetry import RequestSpan, RungSpan, Telemetry
 from cascade_router.timeouts import call_with_timeout
+
+if TYPE_CHECKING:
+    from cascade_router.decision_log import DecisionLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +100,16 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class _InFlight:
+    """One request while the engine runs it."""
+
+    span: RequestSpan
+    request_id: str
+    t0: float
+    attempts: list[Attempt]
+
+
+@dataclass(frozen=True, slots=True)
 class LiveChunk:
     """A chunk of the answer of a rung that streams straight to the caller."""
 
@@ -115,11 +136,12 @@ StreamEvent = LiveChunk | WholeAnswer | Finished
 class _Scoring:
     """The ``ScoringContext`` of one attempt: runs judge calls and tallies what they cost."""
 
-    __slots__ = ("_call", "_rung", "cost", "usage")
+    __slots__ = ("_call", "_rung", "_span", "cost", "usage")
 
-    def __init__(self, call: Call, rung: int) -> None:
+    def __init__(self, call: Call, rung: int, span: RungSpan) -> None:
         self._call = call
         self._rung = rung
+        self._span = span
         self.usage = Usage()
         self.cost: float | None = 0.0
 
@@ -136,7 +158,14 @@ class _Scoring:
 
     def invoke(self, model: Any | None, request: Request, *, price: Price | None = None) -> ModelOutput:
         backend = self._backend(model)
-        output = backend.invoke(request)
+        span = self._span.call(backend, request, role="judge")
+        try:
+            with span.active():
+                output = backend.invoke(request)
+        except BaseException as exc:
+            span.finish(error=exc)
+            raise
+        span.finish(output)
         self._count(backend, output, price)
         return output
 
@@ -144,7 +173,14 @@ class _Scoring:
         self, model: Any | None, request: Request, *, price: Price | None = None
     ) -> ModelOutput:
         backend = self._backend(model)
-        output = await backend.ainvoke(request)
+        span = self._span.call(backend, request, role="judge")
+        try:
+            with span.active():
+                output = await backend.ainvoke(request)
+        except BaseException as exc:
+            span.finish(error=exc)
+            raise
+        span.finish(output)
         self._count(backend, output, price)
         return output
 
@@ -156,7 +192,7 @@ def _is_probability(value: object) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 class Engine:
@@ -169,15 +205,108 @@ class Engine:
         *,
         accept_last: bool = True,
         propagate: tuple[type[BaseException], ...] = (),
+        name: str = "cascade",
+        telemetry: Telemetry | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         """``propagate``: exception types that are control flow, not rung failures (LangGraph's
-        interrupts, say); they pass through instead of falling back."""
+        interrupts, say); they pass through instead of falling back. ``telemetry`` defaults to
+        spans through the global tracer provider (no-ops until one is configured)."""
         if not rungs:
             raise ValueError("an engine needs at least one rung")
         self.rungs = tuple(rungs)
         self.on_exhausted: policy.OnExhausted = on_exhausted
         self.accept_last = accept_last
         self.propagate = propagate
+        self.name = name
+        self.ladder = [
+            {
+                "rung": r.index,
+                "name": r.name,
+                "provider": r.provider,
+                "model": r.model,
+                "threshold": r.threshold,
+                "scorer": _scorer_config(r.scorer),
+                "timeout": r.timeout,
+            }
+            for r in self.rungs
+        ]
+        """The ladder as recorded in the decision log: names, models, rules; never a secret."""
+        self.config_hash = hashlib.sha256(
+            json.dumps(
+                {
+                    "name": name,
+                    "ladder": self.ladder,
+                    "accept_last": accept_last,
+                    "on_exhausted": on_exhausted,
+                },
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()[:16]
+        self.telemetry = telemetry or Telemetry(name, [r.name for r in self.rungs])
+        self.decision_log = decision_log
+
+    # -- per request ---------------------------------------------------------------------------
+
+    def _start(self) -> _InFlight:
+        return _InFlight(self.telemetry.start_request(), uuid.uuid4().hex, time.perf_counter(), [])
+
+    def _done(self, state: _InFlight, result: Result | None, error: BaseException | None) -> None:
+        """Close the request's span and queue its decision-log record; never raises."""
+        if result is not None:
+            result.request_id = state.request_id
+            result.trace_id = state.span.trace_id
+        elif error is not None:
+            # Lets a caller that catches the error find the request in the log; some
+            # exception types forbid new attributes.
+            with contextlib.suppress(Exception):
+                error.request_id = state.request_id  # type: ignore[attr-defined]
+        state.span.finish(state.request_id, state.attempts, result, error)
+        log = self.decision_log
+        if log is None:
+            return
+        try:
+            log.record(self._record(state, result, error))
+        except Exception as exc:  # a record that cannot even be built is counted as lost
+            from cascade_router.telemetry import _report
+
+            _report("decision log record", exc)
+
+    def _record(self, state: _InFlight, result: Result | None, error: BaseException | None) -> dict[str, Any]:
+        attempts = state.attempts
+        usage = Usage()
+        cost: float | None = 0.0
+        for a in attempts:
+            usage = usage + (a.usage or Usage()) + a.scorer_usage
+            c = a.total_cost_usd
+            cost = None if c is None or cost is None else cost + c
+        answered = result.answered_by if result is not None else None
+        if result is not None:
+            outcome: str = result.outcome
+        elif isinstance(error, CascadeExhaustedError):
+            outcome = "exhausted"
+        else:
+            outcome = "error"
+        return {
+            "request_id": state.request_id,
+            "trace_id": state.span.trace_id,
+            "created_at": datetime.now(UTC),
+            "cascade": self.name,
+            "config_hash": self.config_hash,
+            "package_version": __version__,
+            "outcome": outcome,
+            "answered_rung": answered.rung if answered else None,
+            "answered_name": answered.name if answered else None,
+            "answered_model": answered.model if answered else None,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost_usd": cost,
+            "latency_s": time.perf_counter() - state.t0,
+            "error": _error_text(error)[:2000] if error is not None and result is None else None,
+            "ladder": self.ladder,
+            "attempts": [a.to_dict() for a in attempts],
+        }
 
     # -- pieces shared by every driver -------------------------------------------------------
 
@@ -293,16 +422,28 @@ class Engine:
             return once()
         return self._retrying(rung)(once)
 
-    def _attempt(self, call: Call, index: int) -> Attempt:
+    def _attempt(self, call: Call, index: int, req: RequestSpan) -> Attempt:
         rung, backend = self.rungs[index], call.backends[index]
-        t0 = time.perf_counter()
+        span = req.rung(index, rung.name, rung.model or backend.model)
+        attempt: Attempt | None = None
         try:
-            output = self._invoke_rung(rung, backend, call.request)
-        except self.propagate:
-            raise
-        except Exception as exc:
-            return self._error_attempt(rung, backend, exc, t0)
-        return self._score_sync(call, rung, backend, output, t0)
+            with span.active():
+                t0 = time.perf_counter()
+                model_span = span.call(backend, call.request, role="rung")
+                try:
+                    with model_span.active():
+                        output = self._invoke_rung(rung, backend, call.request)
+                except Exception as exc:
+                    model_span.finish(error=exc)
+                    if isinstance(exc, self.propagate):
+                        raise
+                    attempt = self._error_attempt(rung, backend, exc, t0)
+                    return attempt
+                model_span.finish(output)
+                attempt = self._score_sync(call, rung, backend, output, t0, span=span)
+                return attempt
+        finally:
+            span.finish(attempt)
 
     def _score_sync(
         self,
@@ -312,13 +453,14 @@ class Engine:
         output: ModelOutput,
         t0: float,
         *,
+        span: RungSpan,
         ttft: float | None = None,
     ) -> Attempt:
         invalid, wanted = self._pre_check(rung, call.request, output)
         score = scorer_exc = scoring = None
         if wanted:
             assert rung.scorer is not None
-            scoring = _Scoring(call, rung.index)
+            scoring = _Scoring(call, rung.index, span)
             try:
                 score = rung.scorer.score(call.request, output, scoring)
             except self.propagate:
@@ -338,10 +480,18 @@ class Engine:
         )
 
     def run(self, call: Call) -> Result:
-        attempts: list[Attempt] = []
-        while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
-            attempts.append(self._attempt(call, index))
-        return self._conclude(attempts)
+        state = self._start()
+        req, attempts = state.span, state.attempts
+        try:
+            with req.active():
+                while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+                    attempts.append(self._attempt(call, index, req))
+            result = self._conclude(attempts)
+        except BaseException as exc:
+            self._done(state, None, exc)
+            raise
+        self._done(state, result, None)
+        return result
 
     # -- async ---------------------------------------------------------------------------------
 
@@ -364,16 +514,28 @@ class Engine:
         )
         return await retrying(once)
 
-    async def _aattempt(self, call: Call, index: int) -> Attempt:
+    async def _aattempt(self, call: Call, index: int, req: RequestSpan) -> Attempt:
         rung, backend = self.rungs[index], call.backends[index]
-        t0 = time.perf_counter()
+        span = req.rung(index, rung.name, rung.model or backend.model)
+        attempt: Attempt | None = None
         try:
-            output = await self._ainvoke_rung(rung, backend, call.request)
-        except self.propagate:
-            raise
-        except Exception as exc:
-            return self._error_attempt(rung, backend, exc, t0)
-        return await self._score_async(call, rung, backend, output, t0)
+            with span.active():
+                t0 = time.perf_counter()
+                model_span = span.call(backend, call.request, role="rung")
+                try:
+                    with model_span.active():
+                        output = await self._ainvoke_rung(rung, backend, call.request)
+                except Exception as exc:
+                    model_span.finish(error=exc)
+                    if isinstance(exc, self.propagate):
+                        raise
+                    attempt = self._error_attempt(rung, backend, exc, t0)
+                    return attempt
+                model_span.finish(output)
+                attempt = await self._score_async(call, rung, backend, output, t0, span=span)
+                return attempt
+        finally:
+            span.finish(attempt)
 
     async def _score_async(
         self,
@@ -383,13 +545,14 @@ class Engine:
         output: ModelOutput,
         t0: float,
         *,
+        span: RungSpan,
         ttft: float | None = None,
     ) -> Attempt:
         invalid, wanted = self._pre_check(rung, call.request, output)
         score = scorer_exc = scoring = None
         if wanted:
             assert rung.scorer is not None
-            scoring = _Scoring(call, rung.index)
+            scoring = _Scoring(call, rung.index, span)
             try:
                 score = await rung.scorer.ascore(call.request, output, scoring)
             except self.propagate:
@@ -409,10 +572,18 @@ class Engine:
         )
 
     async def arun(self, call: Call) -> Result:
-        attempts: list[Attempt] = []
-        while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
-            attempts.append(await self._aattempt(call, index))
-        return self._conclude(attempts)
+        state = self._start()
+        req, attempts = state.span, state.attempts
+        try:
+            with req.active():
+                while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+                    attempts.append(await self._aattempt(call, index, req))
+            result = self._conclude(attempts)
+        except BaseException as exc:
+            self._done(state, None, exc)
+            raise
+        self._done(state, result, None)
+        return result
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -424,90 +595,151 @@ class Engine:
 
         Buffered rungs are called without streaming (their answer must be complete, and their
         logprobs present, before it can be scored); a rung whose answer cannot change the
-        decision streams live.
+        decision streams live. Spans are made current only between yields.
         """
-        attempts: list[Attempt] = []
-        while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
-            if not self._streams_live(index):
-                attempt = self._attempt(call, index)
-                attempts.append(attempt)
-                if attempt.decision == "accept":
-                    assert attempt.output is not None
-                    yield WholeAnswer(attempt.output, index)
-                continue
-            rung, backend = self.rungs[index], call.backends[index]
-            t0 = time.perf_counter()
-            emitted = False
-            ttft: float | None = None
-            try:
-                handle = backend.stream(call.request)
-                chunks = iter(handle)
-                first = call_with_timeout(partial(next, chunks, _END), rung.timeout, rung.name)
-                if first is not _END:
-                    ttft = time.perf_counter() - t0
-                    emitted = True
-                    yield LiveChunk(first, index)
-                    for chunk in chunks:
+        state = self._start()
+        req, attempts = state.span, state.attempts
+        live: set[int] = set()
+        try:
+            while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+                if not self._streams_live(index):
+                    with req.active():
+                        attempts.append(self._attempt(call, index, req))
+                    continue
+                live.add(index)
+                rung, backend = self.rungs[index], call.backends[index]
+                span = req.rung(index, rung.name, rung.model or backend.model)
+                model_span = span.call(backend, call.request, role="rung", stream=True)
+                t1 = time.perf_counter()
+                emitted = False
+                ttft: float | None = None
+                try:
+                    with model_span.active():
+                        handle = backend.stream(call.request)
+                        chunks = iter(handle)
+                        chunk = call_with_timeout(partial(next, chunks, _END), rung.timeout, rung.name)
+                    while chunk is not _END:
+                        if not emitted:
+                            ttft, emitted = time.perf_counter() - t1, True
                         yield LiveChunk(chunk, index)
-                output = handle.output()
-            except self.propagate:
-                raise
-            except Exception as exc:
-                if emitted:
-                    attempts.append(self._error_attempt(rung, backend, exc, t0))
-                    raise _midstream_error(rung, exc, attempts) from exc
-                attempts.append(self._error_attempt(rung, backend, exc, t0))
-                continue
-            attempts.append(self._score_sync(call, rung, backend, output, t0, ttft=ttft))
-        result = self._conclude(attempts)
-        if result.outcome == "best":
+                        with model_span.active():
+                            chunk = next(chunks, _END)
+                    with model_span.active():
+                        output = handle.output()
+                except Exception as exc:
+                    model_span.finish(error=exc)
+                    if isinstance(exc, self.propagate):
+                        span.finish(None)
+                        raise
+                    attempt = self._error_attempt(rung, backend, exc, t1)
+                    span.finish(attempt)
+                    attempts.append(attempt)
+                    if emitted:
+                        raise _midstream_error(rung, exc, attempts) from exc
+                    continue
+                except BaseException:  # the consumer closed the stream, or a cancellation
+                    model_span.finish()
+                    span.finish(None)
+                    raise
+                model_span.finish(output)
+                with span.active():
+                    attempt = self._score_sync(call, rung, backend, output, t1, span=span, ttft=ttft)
+                span.finish(attempt)
+                attempts.append(attempt)
+            result = self._conclude(attempts)
+        except BaseException as exc:
+            self._done(state, None, exc)
+            raise
+        self._done(state, result, None)
+        if result.answered_by.rung not in live:
             yield WholeAnswer(result.output, result.answered_by.rung)
         yield Finished(result)
 
     async def astream(self, call: Call) -> AsyncIterator[StreamEvent]:
         """The async twin of ``stream``; the same events in the same order."""
-        attempts: list[Attempt] = []
-        while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
-            if not self._streams_live(index):
-                attempt = await self._aattempt(call, index)
-                attempts.append(attempt)
-                if attempt.decision == "accept":
-                    assert attempt.output is not None
-                    yield WholeAnswer(attempt.output, index)
-                continue
-            rung, backend = self.rungs[index], call.backends[index]
-            t0 = time.perf_counter()
-            emitted = False
-            ttft: float | None = None
-            try:
-                handle = backend.astream(call.request)
-                chunks = aiter(handle)
+        state = self._start()
+        req, attempts = state.span, state.attempts
+        live: set[int] = set()
+        try:
+            while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+                if not self._streams_live(index):
+                    with req.active():
+                        attempts.append(await self._aattempt(call, index, req))
+                    continue
+                live.add(index)
+                rung, backend = self.rungs[index], call.backends[index]
+                span = req.rung(index, rung.name, rung.model or backend.model)
+                model_span = span.call(backend, call.request, role="rung", stream=True)
+                t1 = time.perf_counter()
+                emitted = False
+                ttft: float | None = None
                 try:
-                    if rung.timeout is None:
-                        first = await anext(chunks, _END)
-                    else:
-                        first = await asyncio.wait_for(anext(chunks, _END), rung.timeout)
-                except TimeoutError:
-                    raise RungTimeoutError(rung.name, rung.timeout or 0.0) from None
-                if first is not _END:
-                    ttft = time.perf_counter() - t0
-                    emitted = True
-                    yield LiveChunk(first, index)
-                    async for chunk in chunks:
+                    with model_span.active():
+                        handle = backend.astream(call.request)
+                        chunks = aiter(handle)
+                        try:
+                            if rung.timeout is None:
+                                chunk = await anext(chunks, _END)
+                            else:
+                                chunk = await asyncio.wait_for(anext(chunks, _END), rung.timeout)
+                        except TimeoutError:
+                            raise RungTimeoutError(rung.name, rung.timeout or 0.0) from None
+                    while chunk is not _END:
+                        if not emitted:
+                            ttft, emitted = time.perf_counter() - t1, True
                         yield LiveChunk(chunk, index)
-                output = handle.output()
-            except self.propagate:
-                raise
-            except Exception as exc:
-                attempts.append(self._error_attempt(rung, backend, exc, t0))
-                if emitted:
-                    raise _midstream_error(rung, exc, attempts) from exc
-                continue
-            attempts.append(await self._score_async(call, rung, backend, output, t0, ttft=ttft))
-        result = self._conclude(attempts)
-        if result.outcome == "best":
+                        with model_span.active():
+                            chunk = await anext(chunks, _END)
+                    with model_span.active():
+                        output = handle.output()
+                except Exception as exc:
+                    model_span.finish(error=exc)
+                    if isinstance(exc, self.propagate):
+                        span.finish(None)
+                        raise
+                    attempt = self._error_attempt(rung, backend, exc, t1)
+                    span.finish(attempt)
+                    attempts.append(attempt)
+                    if emitted:
+                        raise _midstream_error(rung, exc, attempts) from exc
+                    continue
+                except BaseException:
+                    model_span.finish()
+                    span.finish(None)
+                    raise
+                model_span.finish(output)
+                with span.active():
+                    attempt = await self._score_async(call, rung, backend, output, t1, span=span, ttft=ttft)
+                span.finish(attempt)
+                attempts.append(attempt)
+            result = self._conclude(attempts)
+        except BaseException as exc:
+            self._done(state, None, exc)
+            raise
+        self._done(state, result, None)
+        if result.answered_by.rung not in live:
             yield WholeAnswer(result.output, result.answered_by.rung)
         yield Finished(result)
+
+
+def _scorer_config(scorer: Scorer | None) -> dict[str, Any] | None:
+    """A scorer's settings for the log and the config hash: plain values only, models by name."""
+    if scorer is None:
+        return None
+    out: dict[str, Any] = {"kind": getattr(scorer, "kind", type(scorer).__name__)}
+    for key, value in scorer:
+        if key == "kind":
+            continue
+        if value is None or isinstance(value, str | int | float | bool):
+            out[key] = value
+        elif isinstance(value, Scorer):
+            out[key] = _scorer_config(value)
+        elif isinstance(value, list | tuple) and all(isinstance(v, Scorer) for v in value):
+            out[key] = [_scorer_config(v) for v in value]
+        else:
+            name = getattr(value, "model_name", None) or getattr(value, "model", None)
+            out[key] = f"{type(value).__name__}({name})" if isinstance(name, str) else type(value).__name__
+    return out
 
 
 _END: Any = object()

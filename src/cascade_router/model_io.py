@@ -122,6 +122,8 @@ class ModelOutput:
     model: str | None = None
     """The model name the provider says answered (may differ from the requested one)."""
     finish_reason: str | None = None
+    response_id: str | None = None
+    """The provider's id of this response (``chatcmpl-...``), when it gave one."""
     parse_error: str | None = None
     """Set by structured-output adapters when the answer failed to parse or validate."""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -95,6 +95,11 @@ class LangChainBackend:
     def model(self) -> str | None:
         return self._model
 
+    @property
+    def request_options(self) -> dict[str, Any]:
+        """Call options that traces record (``gen_ai.request.temperature``...)."""
+        return self.kwargs
+
     @staticmethod
     def messages(request: Request) -> Sequence[BaseMessage]:
         if request.native is not None:

@@ -70,6 +70,7 @@ def to_output(message: BaseMessage, *, parsed: Any = None, parse_error: str | No
         usage=Usage(usage["input_tokens"], usage["output_tokens"]) if usage else None,
         model=meta.get("model_name") or meta.get("model"),
         finish_reason=meta.get("finish_reason") or meta.get("stop_reason"),
+        response_id=meta.get("id") or message.id,
         parse_error=parse_error,
         extra=extra,
     )

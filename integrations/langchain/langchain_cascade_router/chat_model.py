@@ -28,8 +28,10 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, LadderSettings, Rung, as_rungs, check_ladder, load_config
+from cascade_router.decision_log import shared_log
 from cascade_router.engine import Call, Engine, Finished, LiveChunk, RungRuntime, StreamEvent, WholeAnswer
 from cascade_router.model_io import Request
+from cascade_router.telemetry import Telemetry
 from langchain_cascade_router._backend import LangChainBackend, model_identity
 from langchain_cascade_router._convert import (
     message_to_chunk,
@@ -162,6 +164,15 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
     """Default per-rung retries on error before falling back, for rungs that set none."""
     streaming: bool = False
     """Make ``invoke`` stream internally (the buffered rungs still answer whole)."""
+    decision_log: Any = None
+    """Write one record per request to this log: a SQLite file path, a SQLAlchemy URL
+    (``postgresql+psycopg://...``) or a ``DecisionLog``. None: no log."""
+    tracing: bool = True
+    """Emit OpenTelemetry spans through the global tracer provider (no-ops until one is set)."""
+    inference_spans: bool = True
+    """Emit a ``chat {model}`` span per model call. Turn off when a provider instrumentation
+    (OpenInference, opentelemetry-instrumentation-openai...) already does, so that tracing
+    backends do not count the tokens twice."""
 
     # All derived state in one object: pydantic routes every private-attribute read through a
     # slow __getattr__, and the hot path reads this once per call.
@@ -202,8 +213,17 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
             for i, rung in enumerate(self.rungs)
         ]
         # Control flow of LangGraph (interrupts) must pass through the ladder, not fall back.
+        name = self.name or "cascade"
         engine = Engine(
-            runtimes, self.on_exhausted, accept_last=self.accept_last, propagate=_control_flow_errors()
+            runtimes,
+            self.on_exhausted,
+            accept_last=self.accept_last,
+            propagate=_control_flow_errors(),
+            name=name,
+            telemetry=Telemetry(
+                name, [r.name for r in runtimes], enabled=self.tracing, inference_spans=self.inference_spans
+            ),
+            decision_log=shared_log(self.decision_log) if self.decision_log is not None else None,
         )
         # Computed once: LangChain reads both on every call, and the ladder never changes.
         identity = {
@@ -228,6 +248,13 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
             label="cascade[" + ">".join(r.name for r in runtimes) + "]",
             identity=identity,
         )
+
+    def record_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
+        """Attach a rating or label to a request in this model's decision log."""
+        log = self._ladder.engine.decision_log
+        if log is None:
+            raise ValueError("this CascadeChatModel has no decision_log to record feedback in")
+        log.record_feedback(request_id, score, comment)
 
     @classmethod
     def from_config(cls, source: Any, **overrides: Any) -> CascadeChatModel:

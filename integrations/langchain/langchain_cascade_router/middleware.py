@@ -13,9 +13,11 @@ from langgraph.errors import GraphBubbleUp
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import Rung, as_rungs, check_ladder
+from cascade_router.decision_log import DecisionLog, shared_log
 from cascade_router.engine import Call, Engine, RungRuntime
 from cascade_router.model_io import ModelOutput, Request
 from cascade_router.policy import OnExhausted
+from cascade_router.telemetry import Telemetry
 from langchain_cascade_router._backend import LangChainBackend, model_identity
 from langchain_cascade_router._convert import to_core_messages, to_output, tool_names, usage_metadata
 from langchain_cascade_router._resolve import model_key, resolve_chat_model
@@ -110,7 +112,12 @@ class CascadeMiddleware(AgentMiddleware):
         on_exhausted: OnExhausted = "raise",
         accept_last: bool = True,
         name: str = "CascadeMiddleware",
+        decision_log: str | DecisionLog | None = None,
+        tracing: bool = True,
+        inference_spans: bool = True,
     ) -> None:
+        """``decision_log``, ``tracing`` and ``inference_spans`` mean what they mean on
+        ``CascadeChatModel``."""
         super().__init__()
         parsed = as_rungs(list(rungs))
         check_ladder(parsed, accept_last=accept_last)
@@ -133,7 +140,17 @@ class CascadeMiddleware(AgentMiddleware):
             for i, r in enumerate(parsed)
         ]
         # Interrupts (human-in-the-loop) are LangGraph control flow, not rung failures.
-        self.engine = Engine(runtimes, on_exhausted, accept_last=accept_last, propagate=(GraphBubbleUp,))
+        self.engine = Engine(
+            runtimes,
+            on_exhausted,
+            accept_last=accept_last,
+            propagate=(GraphBubbleUp,),
+            name=name,
+            telemetry=Telemetry(
+                name, [r.name for r in runtimes], enabled=tracing, inference_spans=inference_spans
+            ),
+            decision_log=shared_log(decision_log) if decision_log is not None else None,
+        )
 
     @property
     def name(self) -> str:
