@@ -1,0 +1,151 @@
+"""The ``cascade-router`` commands (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cascade_router.decision_log import DecisionLog, database_url
+from cascade_router.log_stats import summarize
+
+app = typer.Typer(help="cascade-router: cheap-first model cascades.", no_args_is_help=True)
+log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+
+def _out() -> Console:
+    # Built per command, so the terminal width (COLUMNS) is read when the command runs.
+    return Console()
+
+
+def _err() -> Console:
+    return Console(stderr=True)
+
+
+Db = Annotated[
+    str,
+    typer.Option(
+        "--db", envvar="CASCADE_ROUTER_DB", help="The decision log: a SQLite file or a SQLAlchemy URL."
+    ),
+]
+
+
+class ExportFormat(StrEnum):
+    jsonl = "jsonl"
+
+
+def _open(db: str) -> DecisionLog:
+    url = database_url(db)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        _err().print(f"[red]no decision log at {db}[/red]")
+        raise typer.Exit(2)
+    return DecisionLog(url)
+
+
+def _money(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.6f}"
+
+
+@log_app.command("list")
+def list_requests(
+    db: Db, limit: Annotated[int, typer.Option(help="How many of the newest requests.")] = 20
+) -> None:
+    """The most recent requests: who answered, after how many attempts, at what cost."""
+    log = _open(db)
+    console = _out()
+    table = Table("time", "request id", "cascade", "outcome", "answered by", "attempts", "cost", "latency")
+    for r in log.recent(limit):
+        table.add_row(
+            r["created_at"][:19],
+            r["request_id"],
+            r["cascade"],
+            r["outcome"],
+            r["answered_model"] or "-",
+            " > ".join(f"{a['name']}:{a['decision']}" for a in r["attempts"]),
+            _money(r["cost_usd"]),
+            f"{r['latency_s']:.3f}s",
+        )
+    console.print(table)
+
+
+@log_app.command("show")
+def show(request_id: str, db: Db) -> None:
+    """Every attempt of one request, with scores, reasons, tokens and costs, and its feedback."""
+    log = _open(db)
+    record = log.get(request_id)
+    if record is None:
+        _err().print(f"[red]no request {request_id!r} in {db}[/red]")
+        raise typer.Exit(1)
+    console = _out()
+    console.print(
+        f"[bold]{record['request_id']}[/bold]  {record['created_at']}  cascade={record['cascade']}  "
+        f"outcome={record['outcome']}  answered by={record['answered_model']}  "
+        f"cost={_money(record['cost_usd'])}  trace={record['trace_id'] or '-'}"
+    )
+    table = Table(
+        "rung",
+        "name",
+        "model",
+        "decision",
+        "score",
+        "threshold",
+        "reason",
+        "tokens in/out",
+        "cost",
+        "latency",
+    )
+    for a in record["attempts"]:
+        table.add_row(
+            str(a["rung"]),
+            a["name"],
+            a["model"] or "-",
+            a["decision"],
+            "-" if a["score"] is None else f"{a['score']:.3f}",
+            "-" if a["threshold"] is None else f"{a['threshold']:g}",
+            a["reason"],
+            f"{a['input_tokens']}/{a['output_tokens']}",
+            _money(a["cost_usd"]),
+            f"{a['latency_s']:.3f}s",
+        )
+    console.print(table)
+    for f in record["feedback"]:
+        console.print(f"feedback {f['created_at'][:19]}: score={f['score']:g} {f['comment'] or ''}")
+
+
+@log_app.command("export")
+def export(db: Db, format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.jsonl) -> None:
+    """Every request as one JSON object per line (feedback included), oldest first, on stdout."""
+    log = _open(db)
+    out = sys.stdout
+    for record in log.iter_records():
+        out.write(json.dumps(record, default=str) + "\n")
+    out.flush()
+
+
+@log_app.command("stats")
+def stats(db: Db) -> None:
+    """Share answered per rung, escalation rate, cost, and error rate per model."""
+    s = summarize(_open(db).iter_records())
+    console = _out()
+    console.print(
+        f"requests: {s.requests}   escalation rate: {s.escalation_rate:.1%}   "
+        f"cost: ${s.cost_usd:.6f} (mean ${s.cost_usd / max(s.requests, 1):.6f})"
+        + (f", {s.unpriced} unpriced" if s.unpriced else "")
+        + f"   with feedback: {s.with_feedback}"
+    )
+    console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in s.outcomes.most_common()))
+    answered = Table("answered by", "requests", "share")
+    for name, n in s.answered_by.most_common():
+        answered.add_row(name, str(n), f"{n / s.requests:.1%}")
+    console.print(answered)
+    models = Table("model", "calls", "errors", "error rate")
+    for model, n in s.calls.most_common():
+        models.add_row(model, str(n), str(s.errors[model]), f"{s.error_rate(model):.1%}")
+    console.print(models)

@@ -1,0 +1,16 @@
+"""Entry point of the ``cascade-router`` command; the commands live in ``_cli``.
+
+Kept apart so that a missing ``cli`` extra gives one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    try:
+        from cascade_router._cli import app
+    except ImportError as exc:
+        sys.exit(f"the cascade-router command needs the cli extra: pip install 'cascade-router[cli]' ({exc})")
+    app()
