@@ -1,4 +1,5 @@
-"""Per-call overhead of the cascade against a bare chat model and LangChain's with_fallbacks.
+"""Per-call overhead of the cascade against a bare chat model and LangChain's with_fallbacks,
+and what tracing (in-memory exporter) and the decision log (SQLite) add to it.
 
 All models are zero-latency fakes in one process; the variants are interleaved round by round so
 that machine noise hits them alike. Reports the median per-call time of each variant and its ratio
@@ -18,6 +19,7 @@ import itertools
 import json
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,17 +27,31 @@ from typing import Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from cascade_router.decision_log import DecisionLog
+from cascade_router.telemetry import Telemetry
 from langchain_cascade_router import CascadeChatModel
 
 RESULTS = Path(__file__).parent / "results" / "overhead.json"
+EXPORTER = InMemorySpanExporter()
 
 
 def fake() -> GenericFakeChatModel:
     return GenericFakeChatModel(messages=itertools.cycle([AIMessage("ok")]))
 
 
-def variants() -> dict[str, Callable[[], Any]]:
+def traced(llm: CascadeChatModel) -> CascadeChatModel:
+    """Spans to an in-memory exporter, the cheapest real SDK pipeline."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    llm.engine.telemetry = Telemetry("bench", ["only"], tracer_provider=provider)
+    return llm
+
+
+def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
     bare = fake()
     fallbacks = fake().with_fallbacks([fake()])
     one = CascadeChatModel(rungs=[{"model": fake()}])
@@ -45,17 +61,24 @@ def variants() -> dict[str, Callable[[], Any]]:
     two_escalate = CascadeChatModel(
         rungs=[{"model": fake(), "scorer": lambda m, a: 0.1, "threshold": 0.5}, {"model": fake()}]
     )
+    with_trace = traced(CascadeChatModel(rungs=[{"model": fake()}]))
+    with_log = CascadeChatModel(rungs=[{"model": fake()}], decision_log=log)
+    with_both = traced(CascadeChatModel(rungs=[{"model": fake()}], decision_log=log))
     return {
         "bare": lambda: bare.invoke("hi"),
         "with_fallbacks": lambda: fallbacks.invoke("hi"),
         "cascade_1_rung": lambda: one.invoke("hi"),
         "cascade_2_rungs_accept_first": lambda: two_accept.invoke("hi"),
         "cascade_2_rungs_escalate_once": lambda: two_escalate.invoke("hi"),
+        "cascade_1_rung_traced": lambda: with_trace.invoke("hi"),
+        "cascade_1_rung_logged": lambda: with_log.invoke("hi"),
+        "cascade_1_rung_traced_logged": lambda: with_both.invoke("hi"),
     }
 
 
-def measure(rounds: int, calls: int) -> dict[str, list[float]]:
-    runs = variants()
+def measure(rounds: int, calls: int, log_dir: Path) -> tuple[dict[str, list[float]], DecisionLog]:
+    log = DecisionLog(log_dir / "bench.db")
+    runs = variants(log)
     for fn in runs.values():  # warm up imports, caches and the price catalog
         for _ in range(50):
             fn()
@@ -68,10 +91,11 @@ def measure(rounds: int, calls: int) -> dict[str, list[float]]:
                 for _ in range(calls):
                     fn()
                 per_call[name].append((time.perf_counter_ns() - t0) / calls / 1000)
+            EXPORTER.clear()
             gc.collect()
     finally:
         gc.enable()
-    return per_call
+    return per_call, log
 
 
 def main() -> None:
@@ -79,15 +103,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
-    per_call = measure(args.rounds, args.calls)
+    with tempfile.TemporaryDirectory() as log_dir:
+        per_call, log = measure(args.rounds, args.calls, Path(log_dir))
+        log.close()
+        stats = log.stats()
+    print(f"decision log: {stats.written} records written, {stats.lost} lost")
     bare = statistics.median(per_call["bare"])
+    cascade = statistics.median(per_call["cascade_1_rung"])
     rows = {
-        name: {"median_us": statistics.median(times), "ratio_to_bare": statistics.median(times) / bare}
+        name: {
+            "median_us": statistics.median(times),
+            "ratio_to_bare": statistics.median(times) / bare,
+            "ratio_to_cascade_1_rung": statistics.median(times) / cascade,
+        }
         for name, times in per_call.items()
     }
-    print(f"{'variant':<32} {'median us/call':>15} {'x bare':>8}")
+    print(f"{'variant':<32} {'median us/call':>15} {'x bare':>8} {'x cascade':>10}")
     for name, row in rows.items():
-        print(f"{name:<32} {row['median_us']:>15.1f} {row['ratio_to_bare']:>8.2f}")
+        print(
+            f"{name:<32} {row['median_us']:>15.1f} {row['ratio_to_bare']:>8.2f} "
+            f"{row['ratio_to_cascade_1_rung']:>10.2f}"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(

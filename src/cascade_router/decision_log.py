@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine as SqlEngine
 
 from cascade_router.errors import ConfigError
+from cascade_router.redaction import redact
 
 SCHEMA_VERSION = 1
 """Bumped on every incompatible change of the tables below."""
@@ -196,7 +197,7 @@ class DecisionLog:
             "unaffected, losses are counted in DecisionLog.stats()",
             _redact(self.url),
             why,
-            f" ({type(exc).__name__}: {_redact(str(exc))[:200]})" if exc else "",
+            f" ({type(exc).__name__}: {redact(str(exc))[:300]})" if exc else "",
         )
 
     def engine(self) -> SqlEngine:

@@ -51,7 +51,10 @@ def _report(where: str, exc: BaseException) -> None:
 
 
 def _capture_mode() -> str | None:
-    value = os.environ.get(sc.CAPTURE_CONTENT_ENV, "").strip().upper()
+    value = os.environ.get(sc.CAPTURE_CONTENT_ENV)
+    if not value:
+        return None
+    value = value.strip().upper()
     if value in ("SPAN_ONLY", "TRUE"):
         return "SPAN_ONLY"
     if value in ("SPAN_AND_EVENT", "EVENT_ONLY"):
@@ -359,8 +362,13 @@ class Telemetry:
                 },
             )
             span_ctx = span.get_span_context()
-            trace_id = format(span_ctx.trace_id, "032x") if span_ctx.is_valid else None
-            return RequestSpan(self, span, trace.set_span_in_context(span, parent), trace_id)
+            if not span_ctx.is_valid:
+                # No SDK behind the API (no tracer provider set): nothing will record, so skip
+                # the child spans and the context switches altogether.
+                return RequestSpan(self, None, None, None)
+            return RequestSpan(
+                self, span, trace.set_span_in_context(span, parent), format(span_ctx.trace_id, "032x")
+            )
         except Exception as exc:
             _report("Telemetry.start_request", exc)
             return RequestSpan(self, None, None, None)
