@@ -35,7 +35,7 @@ def free_port() -> int:
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a loopback URL we built
+    with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
 
 
@@ -56,24 +56,24 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PHOENIX_GRPC_PORT": str(grpc_port),
         "PHOENIX_TELEMETRY_ENABLED": "false",
     }
-    log = Path(workdir, "phoenix.log").open("w")
-    proc = subprocess.Popen([binary, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = Path(workdir, "phoenix.log")
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=2).close()  # noqa: S310
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"Phoenix did not start; see {log.name}") from None
-                time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([binary, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/healthz", timeout=2).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"Phoenix did not start; see {log_path}") from None
+                    time.sleep(0.5)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 def test_phoenix_shows_the_cascade_trace(phoenix: str) -> None:
@@ -81,8 +81,13 @@ def test_phoenix_shows_the_cascade_trace(phoenix: str) -> None:
     llm = CascadeChatModel(
         name="phoenix-e2e",
         rungs=[
-            {"model": ScriptedChatModel(model_name="cheap", provider="openai", replies=[Reply("no", confidence=0.2)]),
-             "scorer": LogprobScorer(), "threshold": 0.8},
+            {
+                "model": ScriptedChatModel(
+                    model_name="cheap", provider="openai", replies=[Reply("no", confidence=0.2)]
+                ),
+                "scorer": LogprobScorer(),
+                "threshold": 0.8,
+            },
             {"model": ScriptedChatModel(model_name="strong", provider="anthropic", replies=["yes"])},
         ],
     )
@@ -102,7 +107,11 @@ def test_phoenix_shows_the_cascade_trace(phoenix: str) -> None:
         time.sleep(0.5)
     by_name = {s["name"]: s for s in spans}
     assert set(by_name) == {
-        "invoke_workflow phoenix-e2e", "cascade.rung 0 cheap", "chat cheap", "cascade.rung 1 strong", "chat strong",
+        "invoke_workflow phoenix-e2e",
+        "cascade.rung 0 cheap",
+        "chat cheap",
+        "cascade.rung 1 strong",
+        "chat strong",
     }
     workflow = by_name["invoke_workflow phoenix-e2e"]
     assert workflow["parent_id"] is None

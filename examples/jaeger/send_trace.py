@@ -33,7 +33,11 @@ def main() -> None:
                 "model": ScriptedChatModel(
                     model_name="gpt-4o-mini",
                     provider="openai",
-                    replies=[Reply("Paris.", confidence=0.97), Reply("Maybe 12?", confidence=0.41), Reply("Yes.")],
+                    replies=[
+                        Reply("Paris.", confidence=0.97),
+                        Reply("Maybe 12?", confidence=0.41),
+                        Reply("Yes."),
+                    ],
                 ),
                 "name": "mini",
                 "scorer": LogprobScorer(),
@@ -41,14 +45,20 @@ def main() -> None:
             },
             {
                 "model": ScriptedChatModel(
-                    model_name="claude-haiku-4-5", provider="anthropic", replies=["It is 14.", ConnectionError("529")]
+                    model_name="claude-haiku-4-5",
+                    provider="anthropic",
+                    replies=["It is 14.", ConnectionError("529")],
                 ),
                 "name": "haiku",
                 "scorer": JudgeScorer(judge=judge),
                 "threshold": 0.7,
             },
-            {"model": ScriptedChatModel(model_name="claude-opus-4-6", provider="anthropic", replies=["Yes, it is."]),
-             "name": "opus"},
+            {
+                "model": ScriptedChatModel(
+                    model_name="claude-opus-4-6", provider="anthropic", replies=["Yes, it is."]
+                ),
+                "name": "opus",
+            },
         ],
     )
     for question in ["Capital of France?", "What is 2 * 7?", "Is the sky blue?"]:

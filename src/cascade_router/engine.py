@@ -11,8 +11,8 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -250,7 +250,8 @@ class Engine:
     # -- per request ---------------------------------------------------------------------------
 
     def _start(self) -> _InFlight:
-        return _InFlight(self.telemetry.start_request(), uuid.uuid4().hex, time.perf_counter(), [])
+        # 128 random bits as hex, like uuid4().hex, at a fraction of its cost.
+        return _InFlight(self.telemetry.start_request(), os.urandom(16).hex(), time.perf_counter(), [])
 
     def _done(self, state: _InFlight, result: Result | None, error: BaseException | None) -> None:
         """Close the request's span and queue its decision-log record; never raises."""

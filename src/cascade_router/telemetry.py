@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from cascade_router.backend import Backend
 
 _log = logging.getLogger("cascade_router.telemetry")
+
+GENAI_INFERENCE_KEY = "opentelemetry.genai.client.inference.context"
+"""Context key of opentelemetry-util-genai's inference invocations (``CLIENT_INFERENCE_CONTEXT_KEY``)."""
 _reported: set[str] = set()
 _reported_lock = threading.Lock()
 
@@ -265,7 +268,7 @@ class RequestSpan:
 
     def rung(self, index: int, name: str, model: str | None) -> RungSpan:
         if self._span is None:
-            return RungSpan(self._tel, None, None)
+            return self._tel.no_rung
         try:
             attrs: dict[str, Any] = {sc.RUNG_INDEX: index, sc.RUNG_NAME: name, sc.OI_SPAN_KIND: "CHAIN"}
             if model:
@@ -276,7 +279,7 @@ class RequestSpan:
             return RungSpan(self._tel, span, trace.set_span_in_context(span, self.ctx))
         except Exception as exc:
             _report("RequestSpan.rung", exc)
-            return RungSpan(self._tel, None, None)
+            return self._tel.no_rung
 
     def finish(
         self,
@@ -345,12 +348,24 @@ class Telemetry:
         """Off where a provider instrumentation already emits a span per model call: two LLM
         spans for one call would double-count tokens and cost in tracing backends."""
         self.tracer = trace.get_tracer("cascade_router", __version__, tracer_provider=tracer_provider)
+        self._explicit_provider = tracer_provider is not None
+        self.no_rung = RungSpan(self, None, None)
+        self._no_request = RequestSpan(self, None, None, None)
 
     def start_request(self) -> RequestSpan:
         if not self.enabled:
-            return RequestSpan(self, None, None, None)
+            return self._no_request
+        if not self._explicit_provider and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            # No SDK configured in this process: every span would be a no-op. The check is
+            # repeated per request because an application may configure tracing later.
+            return self._no_request
         try:
             parent = otel_context.get_current()
+            if otel_context.get_value(GENAI_INFERENCE_KEY, parent) is not None:
+                # The official LangChain instrumentation marks its inference span's context with
+                # this key, and inference calls nested under it are treated as part of it. The
+                # rungs' calls are inference calls in their own right: clear the mark.
+                parent = otel_context.set_value(GENAI_INFERENCE_KEY, None, parent)
             span = self.tracer.start_span(
                 f"invoke_workflow {self.name}",
                 context=parent,
