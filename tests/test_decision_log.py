@@ -288,3 +288,64 @@ async def test_2000_requests_with_the_log_database_down(caplog: pytest.LogCaptur
     assert stats.written == 0
     assert len([r for r in caplog.records if "being dropped" in r.getMessage()]) == 1
     log.close()
+
+
+def test_streams_are_logged_even_when_abandoned(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "streams.db", flush_interval=0.01)
+    llm = ladder(log, [Reply("Lyon", confidence=0.2)], ["Paris is the capital of France"])
+    chunks = list(llm.stream("q"))
+    request_id = next(
+        c.response_metadata["cascade"]["request_id"] for c in chunks if c.response_metadata.get("cascade")
+    )
+    stream = llm.stream("q")
+    next(stream)  # the caller reads one chunk of the live rung, then walks away
+    stream.close()
+    assert log.flush()
+    records = list(log.iter_records())
+    assert records[0]["request_id"] == request_id
+    assert [r["outcome"] for r in records] == ["accepted", "error"]
+    assert records[1]["error"].startswith("GeneratorExit")
+    log.close()
+
+
+def test_agent_middleware_logs_every_model_call(tmp_path: Path) -> None:
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    from langchain_cascade_router import CascadeMiddleware
+
+    @tool
+    def lookup(city: str) -> str:
+        """Look a city up."""
+        return f"{city}: sunny"
+
+    cheap = ScriptedChatModel(
+        model_name="cheap",
+        replies=[
+            Reply(tool_calls=[{"name": "lookup", "args": {"city": "Paris"}}]),
+            Reply("sunny", confidence=0.95),
+        ],
+        cycle=False,
+    )
+    strong = ScriptedChatModel(model_name="strong", replies=["unused"])
+    log = DecisionLog(tmp_path / "agent.db", flush_interval=0.01)
+    agent = create_agent(
+        model=cheap,
+        tools=[lookup],
+        middleware=[
+            CascadeMiddleware(
+                rungs=[{"model": cheap, "scorer": LogprobScorer(), "threshold": 0.5}, {"model": strong}],
+                decision_log=log,
+                name="agent-ladder",
+            )
+        ],
+    )
+    agent.invoke({"messages": [("user", "weather in Paris?")]})
+    assert log.flush()
+    records = list(log.iter_records())
+    assert [r["cascade"] for r in records] == ["agent-ladder", "agent-ladder"]
+    assert [r["attempts"][0]["reason"] for r in records] == [
+        "valid tool call",
+        "score 0.950 >= threshold 0.5",
+    ]
+    log.close()
