@@ -234,12 +234,14 @@ def test_content_only_when_asked(
     assert has_event == (mode == "SPAN_AND_EVENT")
 
 
+@pytest.mark.parametrize("mode", [None, "SPAN_ONLY", "SPAN_AND_EVENT"])
 def test_no_secret_in_any_span_in_any_mode(
-    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, mode: str | None
 ) -> None:
     secret = "sk-live-abcdefghijklmnop0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_AND_EVENT")
+    if mode is not None:
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", mode)
     leaky = ScriptedChatModel(model_name="leaky", replies=[PermissionError(f"invalid api key {secret}")])
     llm = CascadeChatModel(
         rungs=[
