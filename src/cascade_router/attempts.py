@@ -41,6 +41,9 @@ class Attempt:
     ttft_s: float | None = None
     """Time to first token, for a rung that streamed to the caller."""
     output: ModelOutput | None = field(default=None, repr=False)
+    inputs: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What the policy decided from (score, missing, invalid, error...), so an evaluation can
+    ask the same policy again under other thresholds."""
 
     @property
     def total_cost_usd(self) -> float | None:

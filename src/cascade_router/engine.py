@@ -315,7 +315,8 @@ class Engine:
         return policy.is_final(index, len(self.rungs), self.accept_last)
 
     def _error_attempt(self, rung: RungRuntime, backend: Backend, exc: Exception, t0: float) -> Attempt:
-        verdict = policy.decide(rung, final=self._final(rung.index), error=exc)
+        inputs: dict[str, Any] = {"error": exc}
+        verdict = policy.decide(rung, final=self._final(rung.index), **inputs)
         return Attempt(
             rung=rung.index,
             name=rung.name,
@@ -327,6 +328,7 @@ class Engine:
             error=_error_text(exc),
             exception=exc,
             latency_s=time.perf_counter() - t0,
+            inputs=inputs,
         )
 
     def _pre_check(self, rung: RungRuntime, request: Request, output: ModelOutput) -> tuple[str | None, bool]:
@@ -360,15 +362,14 @@ class Engine:
                     ScorerError(f"{score.method} scorer returned {value!r}, not a number in [0, 1]")
                 )
                 value = None
-        verdict = policy.decide(
-            rung,
-            final=self._final(rung.index),
-            invalid=invalid,
-            is_tool_call=bool(output.tool_calls),
-            score=value,
-            missing=score.missing if score is not None else None,
-            scorer_error=scorer_error,
-        )
+        inputs: dict[str, Any] = {
+            "invalid": invalid,
+            "is_tool_call": bool(output.tool_calls),
+            "score": value,
+            "missing": score.missing if score is not None else None,
+            "scorer_error": scorer_error,
+        }
+        verdict = policy.decide(rung, final=self._final(rung.index), **inputs)
         model = output.model or rung.model or backend.model
         method = "validity" if invalid is not None else (score.method if score is not None else None)
         return Attempt(
@@ -393,6 +394,7 @@ class Engine:
             latency_s=time.perf_counter() - t0,
             ttft_s=ttft,
             output=output,
+            inputs=inputs,
         )
 
     def _conclude(self, attempts: list[Attempt]) -> Result:
@@ -585,6 +587,18 @@ class Engine:
             raise
         self._done(state, result, None)
         return result
+
+    # -- probing, for offline evaluation ---------------------------------------------------------
+
+    async def aprobe(self, call: Call) -> list[Attempt]:
+        """Call every rung once, whatever the policy would do, and return the attempts.
+
+        Offline evaluation replays the policy over these attempts for any thresholds; with
+        replay backends this is exactly what live traffic would have produced. Not traced or
+        logged: a probe is not a request.
+        """
+        req = self.telemetry._no_request
+        return [await self._aattempt(call, index, req) for index in range(len(self.rungs))]
 
     # -- streaming -----------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ class Request:
     read; it is built on first use only, because most requests are never judged.
     """
 
-    __slots__ = ("__dict__", "_to_messages", "native", "tool_names")
+    __slots__ = ("__dict__", "_to_messages", "metadata", "native", "tool_names")
 
     def __init__(
         self,
@@ -78,12 +78,15 @@ class Request:
         messages: Sequence[Message] | None = None,
         to_messages: Callable[[Any], Sequence[Message]] | None = None,
         tool_names: frozenset[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if messages is None and to_messages is None:
             raise TypeError("Request needs `messages` or a `to_messages` converter")
         self.native = native
         self.tool_names = tool_names
         """Names of the tools bound for this request; None when no tools are bound."""
+        self.metadata: Mapping[str, Any] = metadata or {}
+        """Caller's tags, e.g. ``item_id`` for requests replayed from a dataset."""
         self._to_messages = to_messages
         if messages is not None:
             self.__dict__["messages"] = tuple(messages)

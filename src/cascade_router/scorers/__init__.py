@@ -25,6 +25,13 @@ SCORER_KINDS: dict[str, type[Scorer]] = {
 }
 
 
+def _learned() -> type[Scorer]:
+    # Imported on use: the learned scorer's module is larger than the rest and rarely needed.
+    from cascade_router.learned import LearnedScorer
+
+    return LearnedScorer
+
+
 def register_scorer(kind: str, cls: type[Scorer]) -> None:
     """Make ``{kind: <kind>, ...}`` in configuration build ``cls``."""
     SCORER_KINDS[kind] = cls
@@ -39,7 +46,7 @@ def parse_scorer(value: Any, *, field: str = "scorer") -> Scorer | None:
         kind = spec.pop("kind", None)
         if kind is None:
             raise ConfigError(field, f"needs a 'kind', one of {sorted(SCORER_KINDS)}")
-        cls = SCORER_KINDS.get(kind)
+        cls = SCORER_KINDS.get(kind) or (_learned() if kind == "learned" else None)
         if cls is None:
             raise ConfigError(f"{field}.kind", f"unknown scorer kind {kind!r}; known: {sorted(SCORER_KINDS)}")
         try:

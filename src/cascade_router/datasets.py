@@ -1,0 +1,175 @@
+"""Recorded answers for offline evaluation: the dataset format and its loader.
+
+One JSON object per line::
+
+    {"id": "gsm8k-0001",
+     "request": "What is 2+2?"                        (or [{"role": "user", "content": "..."}, ...]),
+     "reference": "4",                                (optional)
+     "answers": {
+        "mixtral-8x7b": {"text": "...", "quality": 1, "input_tokens": 1190, "output_tokens": 95,
+                         "logprobs": null, "latency_s": null},
+        "gpt-4-1106-preview": {...}}}
+
+``quality`` is a number: 1/0 (or true/false) for correct/incorrect, or a graded score (1-10...);
+the metrics compare qualities, so any scale works as long as one dataset uses one. ``logprobs``
+is optional, in OpenAI format (``{"content": [...]}``) or as a bare list of tokens. Any number of
+models per item; every item must have an answer for every model a ladder uses.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cascade_router.errors import ConfigError
+from cascade_router.model_io import Message, Request
+
+
+class RecordedAnswer(BaseModel):
+    """One model's recorded answer to one item."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str
+    """The answer's text."""
+    quality: float
+    """How good the answer is: 1/0 for right/wrong, or a graded score."""
+    input_tokens: int | None = Field(default=None, ge=0)
+    """Prompt tokens the call used (None: unknown, costs are then unknown too)."""
+    output_tokens: int | None = Field(default=None, ge=0)
+    """Completion tokens of the answer."""
+    logprobs: Any = None
+    """Token logprobs in OpenAI format, when recorded."""
+    latency_s: float | None = Field(default=None, ge=0)
+    """How long the call took, when recorded."""
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _bool_quality(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, bool) else value
+
+
+class DatasetItem(BaseModel):
+    """One request and every model's recorded answer to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    """Unique within the dataset."""
+    request: str | list[dict[str, str]]
+    """A prompt, or a conversation of ``{"role", "content"}`` turns."""
+    reference: str | None = None
+    """The reference answer, when there is one (informational)."""
+    answers: dict[str, RecordedAnswer]
+    """Model name -> its recorded answer."""
+
+    def messages(self) -> list[Message]:
+        if isinstance(self.request, str):
+            return [Message("user", self.request)]
+        return [Message(turn["role"], turn["content"]) for turn in self.request]
+
+    def to_request(self) -> Request:
+        """The request the ladder sees; its metadata carries the item id for replay backends."""
+        return Request(messages=self.messages(), metadata={"item_id": self.id})
+
+
+class Dataset:
+    """Items in file order, with lookup by id and by request text."""
+
+    def __init__(self, items: Sequence[DatasetItem], *, name: str = "dataset") -> None:
+        if not items:
+            raise ConfigError(name, "the dataset has no items")
+        self.name = name
+        self.items = list(items)
+        self._by_id: dict[str, DatasetItem] = {}
+        self._by_text: dict[str, DatasetItem] = {}
+        for item in self.items:
+            if item.id in self._by_id:
+                raise ConfigError(name, f"item id {item.id!r} appears twice")
+            self._by_id[item.id] = item
+            self._by_text.setdefault(item.messages()[-1].content, item)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[DatasetItem]:
+        return iter(self.items)
+
+    @cached_property
+    def models(self) -> list[str]:
+        """Models that answered every item."""
+        common = set(self.items[0].answers)
+        for item in self.items[1:]:
+            common &= set(item.answers)
+        return sorted(common)
+
+    def get(self, item_id: str) -> DatasetItem:
+        try:
+            return self._by_id[item_id]
+        except KeyError:
+            raise KeyError(f"no item {item_id!r} in {self.name}") from None
+
+    def find(self, request: Request) -> DatasetItem:
+        """The item a request comes from: by its id when it carries one, else by its text."""
+        item_id = request.metadata.get("item_id")
+        if isinstance(item_id, str):
+            return self.get(item_id)
+        text = request.messages[-1].content if request.messages else ""
+        try:
+            return self._by_text[text]
+        except KeyError:
+            raise KeyError(f"no item in {self.name} has the request {text[:60]!r}") from None
+
+    def subset(self, ids: Sequence[str]) -> Dataset:
+        return Dataset([self.get(i) for i in ids], name=self.name)
+
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, Any]], *, name: str = "dataset") -> Dataset:
+        items = []
+        for line, record in enumerate(records, start=1):
+            try:
+                items.append(DatasetItem.model_validate(record))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ConfigError(f"{name}:{line}", f"{where}: {err['msg']}") from exc
+        return cls(items, name=name)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Dataset:
+        """A JSONL file (optionally gzipped), or ``builtin:routellm-gsm8k`` for the shipped data."""
+        text = str(path)
+        if text.startswith("builtin:"):
+            return builtin_dataset(text.removeprefix("builtin:"))
+        p = Path(path)
+        opener = gzip.open if p.suffix == ".gz" else open
+        records = []
+        with opener(p, "rt", encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{p}:{line_no}", f"not valid JSON: {exc.msg}") from exc
+        return cls.from_records(records, name=p.name)
+
+
+BUILTIN = {"routellm-gsm8k": "routellm_gsm8k.jsonl.gz"}
+
+
+def builtin_dataset(name: str) -> Dataset:
+    """A dataset shipped with the package (see ``cascade_router/data/README.md``)."""
+    if name not in BUILTIN:
+        raise ConfigError("dataset", f"unknown built-in dataset {name!r}; known: {sorted(BUILTIN)}")
+    ref = resources.files("cascade_router.data").joinpath(BUILTIN[name])
+    with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return Dataset.from_records(records, name=f"builtin:{name}")

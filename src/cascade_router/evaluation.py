@@ -1,0 +1,351 @@
+"""Offline evaluation of a ladder on recorded answers.
+
+1. **Probe**: every rung answers every item once, through the real engine, scorers and replay
+   backends (``Engine.aprobe``).
+2. **Simulate**: the pure policy (``policy.decide`` / ``next_rung`` / ``conclude``) is asked again
+   over those attempts for any thresholds. For the configured thresholds this is exactly what the
+   engine does live (a test checks it), and a threshold sweep costs no model calls.
+3. **Measure**: quality, dollar cost, escalation rate, share answered per rung, and RouteLLM's curve
+   metrics (APGR, CPT) over a sweep of the first rung's threshold, computed as RouteLLM's
+   ``evaluate.py`` does: thresholds at the 10 quantile cut points of the scores, PGR =
+   (q - q_weak) / (q_strong - q_weak), APGR = normalised trapezoid area over strong share in [0, 1].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cascade_router import policy
+from cascade_router.attempts import Attempt
+from cascade_router.cascade import Cascade
+from cascade_router.config import LadderConfig, Rung
+from cascade_router.datasets import Dataset, DatasetItem
+from cascade_router.engine import Call, Engine
+from cascade_router.errors import ConfigError
+from cascade_router.replay import ReplayBackend
+
+
+@dataclass
+class ItemProbe:
+    """Every rung's attempt on one item, and the recorded quality of each rung's answer."""
+
+    item_id: str
+    attempts: list[Attempt]
+    qualities: list[float]
+
+
+@dataclass
+class Outcome:
+    """What the ladder does with one item under given thresholds."""
+
+    answered_rung: int | None
+    """None when no rung was accepted and the ladder raised."""
+    rungs_called: int
+    quality: float
+    cost_usd: float | None
+
+
+def replay_ladder(config: LadderConfig, dataset: Dataset) -> Cascade:
+    """The ladder with each rung's ``model`` (``replay:NAME`` or ``NAME``) replayed from the dataset."""
+    rungs = []
+    for i, rung in enumerate(config.rungs):
+        if not isinstance(rung.model, str):
+            raise ConfigError(f"rungs[{i}].model", "for an evaluation, name a model of the dataset")
+        name = rung.model.removeprefix("replay:")
+        if name not in dataset.models:
+            raise ConfigError(f"rungs[{i}].model", f"{name!r} is not in the dataset; it has {dataset.models}")
+        rungs.append(
+            rung.model_copy(
+                update={
+                    "model": ReplayBackend(dataset, name, provider=rung.provider),
+                    "name": rung.name or name,
+                }
+            )
+        )
+    return Cascade(rungs, name=config.name, on_exhausted=config.on_exhausted, accept_last=config.accept_last)
+
+
+async def aprobe(
+    cascade: Cascade,
+    dataset: Dataset,
+    *,
+    concurrency: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> list[ItemProbe]:
+    """Probe every item of ``dataset`` (in order) with bounded concurrency."""
+    limit = asyncio.Semaphore(concurrency)
+    names = [str(b.model) for b in cascade.backends]
+
+    async def one(item: DatasetItem) -> ItemProbe:
+        async with limit:
+            call = Call(item.to_request(), cascade.backends, cascade._resolve)
+            attempts = await cascade.engine.aprobe(call)
+        if progress is not None:
+            progress(1)
+        return ItemProbe(item.id, attempts, [item.answers[n].quality for n in names])
+
+    return list(await asyncio.gather(*(one(item) for item in dataset)))
+
+
+def probe(cascade: Cascade, dataset: Dataset, **kwargs: Any) -> list[ItemProbe]:
+    return asyncio.run(aprobe(cascade, dataset, **kwargs))
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    rung: int
+    decision: policy.Decision
+    score: float | None
+
+
+def simulate(
+    engine: Engine, probes: Sequence[ItemProbe], thresholds: Sequence[float | None]
+) -> list[Outcome]:
+    """The outcome of every item if the rungs had ``thresholds`` (None keeps a rung's own)."""
+    rules = [
+        replace(rung, threshold=t) if t is not None and rung.scorer is not None else rung
+        for rung, t in zip(engine.rungs, thresholds, strict=False)
+    ] + list(engine.rungs[len(thresholds) :])
+    n = len(rules)
+    outcomes = []
+    for p in probes:
+        decided: list[_Decided] = []
+        cost: float | None = 0.0
+        while (index := policy.next_rung(decided, n)) is not None:
+            attempt = p.attempts[index]
+            verdict = policy.decide(
+                rules[index], final=policy.is_final(index, n, engine.accept_last), **attempt.inputs
+            )
+            decided.append(_Decided(index, verdict.decision, attempt.score))
+            c = attempt.total_cost_usd
+            cost = None if c is None or cost is None else cost + c
+        conclusion = policy.conclude(decided, engine.on_exhausted)
+        answered = decided[conclusion.accepted].rung if conclusion.accepted is not None else None
+        quality = p.qualities[answered] if answered is not None else 0.0
+        outcomes.append(Outcome(answered, len(decided), quality, cost))
+    return outcomes
+
+
+@dataclass
+class Point:
+    """One point of a cost-quality curve."""
+
+    threshold: float | None
+    strong_share: float
+    """Share of requests that reached the last rung."""
+    quality: float
+    cost_usd: float | None
+    """Mean dollar cost per request (every call and judge call included)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def summarize(outcomes: Sequence[Outcome], n_rungs: int, threshold: float | None = None) -> Point:
+    k = len(outcomes)
+    costs = [o.cost_usd for o in outcomes]
+    return Point(
+        threshold,
+        sum(o.rungs_called == n_rungs for o in outcomes) / k,
+        sum(o.quality for o in outcomes) / k,
+        None if any(c is None for c in costs) else sum(c for c in costs if c is not None) / k,
+    )
+
+
+def first_scores(probes: Sequence[ItemProbe]) -> list[float]:
+    """The first rung's score on every item (0 where it had none: error, invalid)."""
+    return [p.attempts[0].score if p.attempts[0].score is not None else 0.0 for p in probes]
+
+
+def sweep(engine: Engine, probes: Sequence[ItemProbe], *, fine: bool = False) -> list[Point]:
+    """Quality and cost as the first rung's threshold sweeps from accept-all to escalate-all.
+
+    RouteLLM's protocol: thresholds at the 10 quantile cut points of the scores; the last one is
+    strict so that the curve reaches every request escalated. ``fine`` uses every distinct score.
+    """
+    if engine.rungs[0].scorer is None:
+        raise ConfigError("rungs[0].scorer", "a sweep needs a scorer on the first rung")
+    scores = sorted(first_scores(probes))
+    cuts = sorted(set(scores)) if fine else [_quantile(scores, q / 10) for q in range(11)]
+    n = len(engine.rungs)
+    points = [summarize(simulate(engine, probes, [t]), n, t) for t in cuts]
+    # strictly above the largest score: everything escalates (a threshold may exceed 1 here only
+    # as a simulation device; configured thresholds stay in [0, 1])
+    top = max(scores) + 1e-9
+    points.append(summarize(simulate(engine, probes, [top]), n, top))
+    return sorted(points, key=lambda p: (p.strong_share, p.quality))
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def apgr(points: Sequence[Point], q_weak: float, q_strong: float) -> float:
+    """Average performance gap recovered: area under quality vs strong share, normalised."""
+    xs = [p.strong_share for p in points]
+    ys = [p.quality for p in points]
+    if xs[0] > 0:
+        xs, ys = [0.0, *xs], [q_weak, *ys]
+    if xs[-1] < 1:
+        xs, ys = [*xs, 1.0], [*ys, q_strong]
+    area = sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1))
+    return (area - q_weak) / (q_strong - q_weak)
+
+
+def cpt(points: Sequence[Point], q_weak: float, q_strong: float, pgr: float) -> float | None:
+    """Strong share needed to reach a performance gap recovered of ``pgr``, interpolated."""
+    target = q_weak + pgr * (q_strong - q_weak)
+    prev = Point(None, 0.0, q_weak, None)
+    for p in points:
+        if p.quality >= target:
+            if p.quality == prev.quality:
+                return p.strong_share
+            frac = (target - prev.quality) / (p.quality - prev.quality)
+            return prev.strong_share + max(0.0, min(1.0, frac)) * (p.strong_share - prev.strong_share)
+        prev = p
+    return None
+
+
+def random_curve(
+    probes: Sequence[ItemProbe], engine: Engine, *, seed: int = 0, draws: int = 50
+) -> list[Point]:
+    """A router that escalates a random share: the reference every scorer must beat."""
+    rng = random.Random(seed)
+    curves = []
+    for _ in range(draws):
+        scores = [rng.random() for _ in probes]
+        curves.append(sweep(engine, [_rescored(p, s) for p, s in zip(probes, scores, strict=True)]))
+    return [
+        Point(
+            None,
+            sum(c[i].strong_share for c in curves) / draws,
+            sum(c[i].quality for c in curves) / draws,
+            _mean_cost([c[i] for c in curves]),
+        )
+        for i in range(len(curves[0]))
+    ]
+
+
+def oracle_curve(probes: Sequence[ItemProbe], engine: Engine) -> list[Point]:
+    """A scorer that knows whether the first rung's answer is right (the quality it recorded)."""
+    top = max(p.qualities[0] for p in probes)
+    return sweep(engine, [_rescored(p, p.qualities[0] / top if top else 0.0) for p in probes])
+
+
+def _mean_cost(points: Sequence[Point]) -> float | None:
+    costs = [p.cost_usd for p in points]
+    return None if any(c is None for c in costs) else sum(c for c in costs if c is not None) / len(costs)
+
+
+def _rescored(p: ItemProbe, score: float) -> ItemProbe:
+    first = p.attempts[0]
+    inputs = {**first.inputs, "score": score, "missing": None, "scorer_error": None}
+    return replace(p, attempts=[replace(first, score=score, inputs=inputs), *p.attempts[1:]])
+
+
+def with_scores(probes: Sequence[ItemProbe], scores: Sequence[float]) -> list[ItemProbe]:
+    """The probes with the first rung's scores replaced (cross-fitted scores, baselines)."""
+    return [_rescored(p, s) for p, s in zip(probes, scores, strict=True)]
+
+
+@dataclass
+class Report:
+    """Everything ``cascade-router eval`` prints and writes."""
+
+    dataset: str
+    items: int
+    ladder: list[str]
+    configured: Point
+    answered_share: dict[str, float]
+    references: dict[str, Point]
+    curve: list[Point]
+    random_curve: list[Point]
+    oracle_curve: list[Point]
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "items": self.items,
+            "ladder": self.ladder,
+            "configured": self.configured.as_dict(),
+            "answered_share": self.answered_share,
+            "references": {k: v.as_dict() for k, v in self.references.items()},
+            "metrics": self.metrics,
+            "curve": [p.as_dict() for p in self.curve],
+            "random_curve": [p.as_dict() for p in self.random_curve],
+            "oracle_curve": [p.as_dict() for p in self.oracle_curve],
+        }
+
+
+def at_quality(points: Sequence[Point], target: float) -> Point | None:
+    """The cheapest point of a curve whose quality reaches ``target``."""
+    ok = [p for p in points if p.quality >= target]
+    if not ok:
+        return None
+    return min(ok, key=lambda p: (p.cost_usd if p.cost_usd is not None else p.strong_share, p.strong_share))
+
+
+def report(cascade: Cascade, probes: Sequence[ItemProbe], dataset_name: str, *, seed: int = 0) -> Report:
+    engine = cascade.engine
+    n = len(engine.rungs)
+    configured = simulate(engine, probes, [])
+    names = [r.name for r in engine.rungs]
+    answered = {
+        name: sum(o.answered_rung == i for o in configured) / len(configured) for i, name in enumerate(names)
+    }
+    cheap_only = Point(
+        None,
+        0.0,
+        sum(p.qualities[0] for p in probes) / len(probes),
+        _mean_cost([Point(None, 0, 0, p.attempts[0].total_cost_usd) for p in probes]),
+    )
+    strong_only = Point(
+        None,
+        1.0,
+        sum(p.qualities[-1] for p in probes) / len(probes),
+        _mean_cost([Point(None, 0, 0, p.attempts[-1].total_cost_usd) for p in probes]),
+    )
+    references = {"cheap_only": cheap_only, "strong_only": strong_only}
+    curve = sweep(engine, probes) if engine.rungs[0].scorer is not None and n > 1 else []
+    rand = random_curve(probes, engine, seed=seed) if curve else []
+    oracle = oracle_curve(probes, engine) if curve else []
+    metrics: dict[str, float | None] = {}
+    qw, qs = cheap_only.quality, strong_only.quality
+    if curve and qs != qw:
+        fine = sweep(engine, probes, fine=True)
+        best = at_quality(fine, 0.95 * qs)
+        metrics = {
+            "apgr": apgr(curve, qw, qs),
+            "cpt50": cpt(curve, qw, qs, 0.5),
+            "cpt80": cpt(curve, qw, qs, 0.8),
+            "random_apgr": apgr(rand, qw, qs),
+            "oracle_apgr": apgr(oracle, qw, qs),
+            "escalation_rate_at_95": best.strong_share if best else None,
+            "savings_at_95": (1 - best.cost_usd / strong_only.cost_usd)
+            if best and best.cost_usd is not None and strong_only.cost_usd
+            else None,
+        }
+    return Report(
+        dataset=dataset_name,
+        items=len(probes),
+        ladder=names,
+        configured=summarize(configured, n),
+        answered_share=answered,
+        references=references,
+        curve=curve,
+        random_curve=rand,
+        oracle_curve=oracle,
+        metrics=metrics,
+    )
+
+
+def config_with_rungs(config: LadderConfig, rungs: Sequence[Rung]) -> LadderConfig:
+    return config.model_copy(update={"rungs": list(rungs)})
