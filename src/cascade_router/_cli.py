@@ -12,12 +12,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cascade_router import _cli_eval
 from cascade_router.decision_log import DecisionLog, database_url
 from cascade_router.log_stats import summarize
 
-app = typer.Typer(help="cascade-router: cheap-first model cascades.", no_args_is_help=True)
+app = typer.Typer(
+    help="cascade-router: cheap-first model cascades.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
+_cli_eval.register(app)
 
 
 def _out() -> Console:

@@ -13,4 +13,10 @@ def main() -> None:
         from cascade_router._cli import app
     except ImportError as exc:
         sys.exit(f"the cascade-router command needs the cli extra: pip install 'cascade-router[cli]' ({exc})")
-    app()
+    from cascade_router.errors import ConfigError
+
+    try:
+        app()
+    except ConfigError as exc:
+        # A mistake in the user's input: one line that says what to change, not a traceback.
+        sys.exit(f"error: {exc}")

@@ -158,7 +158,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(str(path), "unknown config format; use .yaml, .yml, .toml or .json")
     if not isinstance(data, dict):
         raise ConfigError(str(path), "the file must hold a mapping with a 'rungs' list")
+    for rung in data.get("rungs") or []:
+        if isinstance(rung, dict):
+            _resolve_paths(rung.get("scorer"), p.parent)
     return data
+
+
+def _resolve_paths(scorer: Any, base: Path) -> None:
+    """Scorer files named in a config file are relative to that file, not to the working folder."""
+    if not isinstance(scorer, dict):
+        return
+    path = scorer.get("path")
+    if isinstance(path, str) and not Path(path).is_absolute():
+        scorer["path"] = str((base / path).resolve())
+    for inner in scorer.get("scorers") or []:
+        _resolve_paths(inner, base)
 
 
 def load_config(source: str | Path | Mapping[str, Any]) -> LadderConfig:

@@ -286,11 +286,39 @@ class Report:
 
 
 def at_quality(points: Sequence[Point], target: float) -> Point | None:
-    """The cheapest point of a curve whose quality reaches ``target``."""
-    ok = [p for p in points if p.quality >= target]
-    if not ok:
-        return None
-    return min(ok, key=lambda p: (p.cost_usd if p.cost_usd is not None else p.strong_share, p.strong_share))
+    """Where a curve first reaches quality ``target``, interpolated between its points (strong
+    share and cost both); None if it never does."""
+    prev: Point | None = None
+    for p in sorted(points, key=lambda p: p.strong_share):
+        if p.quality >= target:
+            if prev is None or p.quality == prev.quality:
+                return p
+            frac = (target - prev.quality) / (p.quality - prev.quality)
+            cost = (
+                prev.cost_usd + frac * (p.cost_usd - prev.cost_usd)
+                if prev.cost_usd is not None and p.cost_usd is not None
+                else None
+            )
+            return Point(None, prev.strong_share + frac * (p.strong_share - prev.strong_share), target, cost)
+        prev = p
+    return None
+
+
+def curve_metrics(
+    coarse: Sequence[Point], fine: Sequence[Point], q_weak: float, q_strong: float, strong_cost: float | None
+) -> dict[str, float | None]:
+    """RouteLLM's metrics on the protocol's 11-point curve, and the 95 % point on a fine curve."""
+    best = at_quality(fine, 0.95 * q_strong)
+    return {
+        "apgr": apgr(coarse, q_weak, q_strong),
+        "cpt50": cpt(coarse, q_weak, q_strong, 0.5),
+        "cpt80": cpt(coarse, q_weak, q_strong, 0.8),
+        "escalation_rate_at_95": best.strong_share if best else None,
+        "cost_per_request_at_95": best.cost_usd if best else None,
+        "savings_at_95": 1 - best.cost_usd / strong_cost
+        if best and best.cost_usd is not None and strong_cost
+        else None,
+    }
 
 
 def report(cascade: Cascade, probes: Sequence[ItemProbe], dataset_name: str, *, seed: int = 0) -> Report:
@@ -320,19 +348,9 @@ def report(cascade: Cascade, probes: Sequence[ItemProbe], dataset_name: str, *, 
     metrics: dict[str, float | None] = {}
     qw, qs = cheap_only.quality, strong_only.quality
     if curve and qs != qw:
-        fine = sweep(engine, probes, fine=True)
-        best = at_quality(fine, 0.95 * qs)
-        metrics = {
-            "apgr": apgr(curve, qw, qs),
-            "cpt50": cpt(curve, qw, qs, 0.5),
-            "cpt80": cpt(curve, qw, qs, 0.8),
-            "random_apgr": apgr(rand, qw, qs),
-            "oracle_apgr": apgr(oracle, qw, qs),
-            "escalation_rate_at_95": best.strong_share if best else None,
-            "savings_at_95": (1 - best.cost_usd / strong_only.cost_usd)
-            if best and best.cost_usd is not None and strong_only.cost_usd
-            else None,
-        }
+        metrics = curve_metrics(curve, sweep(engine, probes, fine=True), qw, qs, strong_only.cost_usd)
+        metrics["random_apgr"] = apgr(rand, qw, qs)
+        metrics["oracle_apgr"] = apgr(oracle, qw, qs)
     return Report(
         dataset=dataset_name,
         items=len(probes),
@@ -349,3 +367,46 @@ def report(cascade: Cascade, probes: Sequence[ItemProbe], dataset_name: str, *, 
 
 def config_with_rungs(config: LadderConfig, rungs: Sequence[Rung]) -> LadderConfig:
     return config.model_copy(update={"rungs": list(rungs)})
+
+
+def auroc(scores: Sequence[float], good: Sequence[bool]) -> float | None:
+    """Area under the ROC curve of scores against labels (rank formula, ties averaged)."""
+    pairs = sorted(zip(scores, good, strict=True), key=lambda x: x[0])
+    ranks = [0.0] * len(pairs)
+    i = 0
+    while i < len(pairs):
+        j = i
+        while j + 1 < len(pairs) and pairs[j + 1][0] == pairs[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
+    positives = sum(1 for _, g in pairs if g)
+    negatives = len(pairs) - positives
+    if not positives or not negatives:
+        return None
+    rank_sum = sum(r for r, (_, g) in zip(ranks, pairs, strict=True) if g)
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], *, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """Mean of b - a over the same items, with a percentile bootstrap interval."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired samples must be non-empty and of equal length")
+    diffs = [y - x for x, y in zip(a, b, strict=True)]
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    return Interval(
+        sum(diffs) / n, means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
+    )

@@ -211,8 +211,11 @@ class LearnedModel:
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedModel:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ConfigError(str(path), "not a cascade-router learned-scorer file")
         if data.get("version") != VERSION or data.get("features") != list(FEATURES):
             raise ConfigError(str(path), "written by another cascade-router version: fit it again")

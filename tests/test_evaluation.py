@@ -1,0 +1,354 @@
+"""Offline evaluation: the dataset format, replay, the policy simulation against the real engine,
+RouteLLM's metrics, the learned scorer, calibration (with the guarantee checked by simulation)
+and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cascade_router import ConfigError, calibration
+from cascade_router import evaluation as ev
+from cascade_router._cli import app
+from cascade_router.config import LadderConfig, load_config
+from cascade_router.datasets import Dataset
+from cascade_router.evaluation import Point
+from cascade_router.learned import Example, LearnedModel, LearnedScorer, answer_features, cross_fit, fit
+from cascade_router.replay import ReplayBackend
+
+PRICES = {
+    "cheap": {"input_per_mtok": 0.2, "output_per_mtok": 0.2},
+    "strong": {"input_per_mtok": 10, "output_per_mtok": 30},
+}
+
+
+def synthetic(n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
+    """Arithmetic items; the cheap model's wrong answers state wrong arithmetic more often."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        a, b = rng.randint(2, 60), rng.randint(2, 60)
+        right = rng.random() < 0.65
+        shown = a * b if right or rng.random() < 0.3 else a * b + rng.randint(1, 9)
+        final = shown if right else shown + rng.randint(1, 5)
+        cheap = f"{a} * {b} = <<{a}*{b}={shown}>>{shown}\n#### {final}"
+        strong_right = rng.random() < 0.9
+        records.append(
+            {
+                "id": f"q{i:03d}",
+                "request": f"What is {a} times {b}?",
+                "reference": str(a * b),
+                "answers": {
+                    "cheap": {"text": cheap, "quality": right, "input_tokens": 20, "output_tokens": 15},
+                    "strong": {
+                        "text": f"#### {a * b if strong_right else a * b + 1}",
+                        "quality": strong_right,
+                        "input_tokens": 20,
+                        "output_tokens": 30,
+                    },
+                },
+            }
+        )
+    return records
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    return Dataset.from_records(synthetic(), name="synthetic")
+
+
+def ladder(scorer: Any, threshold: float = 0.5, **kw: Any) -> LadderConfig:
+    return LadderConfig(
+        name="test",
+        rungs=[
+            {"model": "cheap", "scorer": scorer, "threshold": threshold, "price": PRICES["cheap"]},
+            {"model": "replay:strong", "price": PRICES["strong"]},
+        ],
+        **kw,
+    )
+
+
+def item_score(messages: Any, answer: Any) -> float:
+    """A deterministic, imperfect scorer: right answers score higher on average."""
+    digest = sum(map(ord, answer.text)) % 100 / 100
+    return 0.35 * digest + 0.6 * answer.quality
+
+
+# -- dataset format --------------------------------------------------------------------------
+
+
+def test_format_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    good = json.dumps(synthetic(1)[0])
+    path.write_text(good + "\n{not json\n")
+    with pytest.raises(ConfigError, match=r"d\.jsonl:2: not valid JSON"):
+        Dataset.load(path)
+    bad = synthetic(2)
+    del bad[1]["answers"]["cheap"]["quality"]
+    path.write_text("\n".join(json.dumps(r) for r in bad))
+    with pytest.raises(ConfigError, match=r"d\.jsonl:2: answers\.cheap\.quality: Field required"):
+        Dataset.load(path)
+    twice = synthetic(1) * 2
+    with pytest.raises(ConfigError, match="item id 'q000' appears twice"):
+        Dataset.from_records(twice)
+
+
+def test_builtin_gsm8k_matches_the_published_figures() -> None:
+    ds = Dataset.load("builtin:routellm-gsm8k")
+    assert len(ds) == 1307
+    weak, strong = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+    assert ds.models == sorted([weak, strong])
+    assert round(sum(i.answers[weak].quality for i in ds) / len(ds), 3) == 0.637
+    assert round(sum(i.answers[strong].quality for i in ds) / len(ds), 3) == 0.858
+    oracle = sum(max(i.answers[weak].quality, i.answers[strong].quality) for i in ds) / len(ds)
+    assert round(oracle, 3) == 0.930
+
+
+def test_replay_backend_answers_from_the_record(dataset: Dataset) -> None:
+    backend = ReplayBackend(dataset, "cheap", provider="x")
+    item = dataset.items[3]
+    out = backend.invoke(item.to_request())
+    assert out.text == item.answers["cheap"].text
+    assert (out.usage.input_tokens, out.usage.output_tokens) == (20, 15)  # type: ignore[union-attr]
+    assert out.extra["quality"] == item.answers["cheap"].quality
+    # found by its text too, as a live request would be
+    from cascade_router.model_io import Request
+
+    assert backend.invoke(Request.from_text(str(item.request))).text == out.text
+    with pytest.raises(KeyError, match="no answers of 'gpt-9'"):
+        ReplayBackend(dataset, "gpt-9")
+
+
+# -- the simulation is the engine ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.8])
+def test_simulation_matches_the_engine_item_by_item(dataset: Dataset, threshold: float) -> None:
+    cascade = ev.replay_ladder(ladder(item_score, threshold), dataset)
+    probes = ev.probe(cascade, dataset)
+    simulated = ev.simulate(cascade.engine, probes, [])
+    for item, outcome in zip(dataset, simulated, strict=True):
+        live = cascade.invoke(item.to_request())
+        assert outcome.answered_rung == live.answered_by.rung
+        assert outcome.cost_usd == pytest.approx(live.cost_usd)
+        assert outcome.quality == item.answers[["cheap", "strong"][live.answered_by.rung]].quality
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_apgr_and_cpt_on_known_curves() -> None:
+    straight = [Point(None, s / 10, 0.6 + 0.3 * s / 10, None) for s in range(11)]
+    assert ev.apgr(straight, 0.6, 0.9) == pytest.approx(0.5)
+    assert ev.cpt(straight, 0.6, 0.9, 0.5) == pytest.approx(0.5)
+    assert ev.cpt(straight, 0.6, 0.9, 0.8) == pytest.approx(0.8)
+    # all the gap recovered at 20 % strong share, flat after
+    steep = [Point(None, 0.0, 0.6, None), Point(None, 0.2, 0.9, None), Point(None, 1.0, 0.9, None)]
+    assert ev.apgr(steep, 0.6, 0.9) == pytest.approx(0.9)
+    assert ev.cpt(steep, 0.6, 0.9, 0.5) == pytest.approx(0.1)
+
+
+def test_random_baseline_comes_out_at_half(dataset: Dataset) -> None:
+    cascade = ev.replay_ladder(ladder(item_score), dataset)
+    probes = ev.probe(cascade, dataset)
+    rep = ev.report(cascade, probes, dataset.name)
+    assert rep.metrics["random_apgr"] == pytest.approx(0.5, abs=0.05)
+    assert rep.metrics["apgr"] > 0.6  # the informative scorer beats random
+    assert rep.metrics["oracle_apgr"] > rep.metrics["random_apgr"] + 0.3  # type: ignore[operator]
+    assert rep.references["strong_only"].strong_share == 1.0
+    assert rep.curve[0].strong_share == 0.0
+    assert rep.curve[-1].strong_share == 1.0
+
+
+def test_auroc_and_bootstrap() -> None:
+    assert ev.auroc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == pytest.approx(0.75)
+    assert ev.auroc([0.5, 0.5], [True, False]) == pytest.approx(0.5)
+    rng = random.Random(1)
+    a = [rng.random() for _ in range(400)]
+    b = [x + 0.1 + rng.gauss(0, 0.05) for x in a]
+    interval = ev.paired_bootstrap(a, b, resamples=1000)
+    assert interval.low < 0.1 < interval.high
+    assert interval.high - interval.low < 0.02
+
+
+# -- learned scorer --------------------------------------------------------------------------
+
+
+def test_answer_features_check_the_stated_arithmetic() -> None:
+    names = __import__("cascade_router.learned", fromlist=["FEATURES"]).FEATURES
+    right = dict(
+        zip(names, answer_features("What is 6 times 7?", "6 * 7 = <<6*7=42>>42\n#### 42"), strict=True)
+    )
+    wrong = dict(
+        zip(names, answer_features("What is 6 times 7?", "6 * 7 = <<6*7=43>>43\n#### 43"), strict=True)
+    )
+    assert (right["annotations_wrong"], wrong["annotations_wrong"]) == (0.0, 1.0)
+    assert (right["inline_equations_wrong"], wrong["inline_equations_wrong"]) == (0.0, 1.0)
+    assert right["final_matches_last_result"] == 1.0
+    # an expression that is not plain arithmetic is never evaluated
+    assert answer_features("q", "<<__import__('os')=1>>")[2] == 1.0
+
+
+def test_learned_scorer_round_trip_and_config(tmp_path: Path, dataset: Dataset) -> None:
+    examples = [
+        Example(str(i.request), i.answers["cheap"].text, i.answers["cheap"].quality >= 0.5) for i in dataset
+    ]
+    model = fit(examples)
+    model.save(tmp_path / "scorer.json")
+    loaded = LearnedModel.load(tmp_path / "scorer.json")
+    for e in examples[:20]:
+        assert loaded.predict(e.question, e.answer) == pytest.approx(model.predict(e.question, e.answer))
+    # a relative path in a config file is relative to that file
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "scorer.json").write_text((tmp_path / "scorer.json").read_text())
+    (tmp_path / "cfg" / "ladder.yaml").write_text(
+        "rungs:\n  - model: cheap\n    scorer: {kind: learned, path: scorer.json}\n"
+        "    threshold: 0.5\n  - model: strong\n"
+    )
+    config = load_config(tmp_path / "cfg" / "ladder.yaml")
+    assert isinstance(config.rungs[0].scorer, LearnedScorer)
+    with pytest.raises(ConfigError, match="not a cascade-router learned-scorer file"):
+        LearnedModel.load(tmp_path / "cfg" / "ladder.yaml")
+
+
+def test_cross_fit_never_scores_an_item_with_a_model_that_saw_it() -> None:
+    # Labels are random, but each example carries a unique word: a model scoring its own
+    # training items memorises them; one scoring held-out items cannot do better than chance.
+    rng = random.Random(3)
+    examples = [Example(f"question {i}", f"answer token{i}xyz", rng.random() < 0.5) for i in range(300)]
+    labels = [e.good for e in examples]
+    in_sample = fit(examples, c=100.0)
+    seen = ev.auroc([in_sample.predict(e.question, e.answer) for e in examples], labels)
+    held = ev.auroc(cross_fit(examples, folds=5, seed=0, c=100.0), labels)
+    assert seen is not None
+    assert held is not None
+    assert seen > 0.95
+    assert abs(held - 0.5) < 0.12
+
+
+# -- calibration -----------------------------------------------------------------------------
+
+
+def test_choose_meets_each_kind_of_target(dataset: Dataset) -> None:
+    cascade = ev.replay_ladder(ladder(item_score), dataset)
+    probes = ev.probe(cascade, dataset)
+    strongest = sum(p.qualities[-1] for p in probes) / len(probes)
+    q = calibration.choose(cascade.engine, probes, calibration.Target.parse("quality=0.95"))
+    assert q.met
+    assert q.point.quality >= 0.95 * strongest
+    e = calibration.choose(cascade.engine, probes, calibration.Target.parse("escalation=0.2"))
+    assert e.met
+    assert e.escalation_rate <= 0.2
+    c = calibration.choose(cascade.engine, probes, calibration.Target.parse("cost=0.0004"))
+    assert c.met
+    assert c.point.cost_usd is not None
+    assert c.point.cost_usd <= 0.0004
+    with pytest.raises(ConfigError, match="expected quality=F"):
+        calibration.Target.parse("speed=3")
+
+
+def true_loss(t: float, p_strong: float = 0.9) -> float:
+    """Population loss of the synthetic cascade below: weak right w.p. its score s ~ U(0, 1),
+    strong right w.p. p_strong; an accepted weak answer (s >= t) loses when strong is right
+    and weak is wrong: integral over [t, 1] of p_strong * (1 - s)."""
+    return p_strong * (1 - t) ** 2 / 2
+
+
+def test_learn_then_test_keeps_its_promise_by_simulation() -> None:
+    # n and ε such that escalating everything is certifiable: exp(-2 n ε²) = 0.007 <= δ
+    epsilon, delta, n, trials = 0.07, 0.1, 500, 200
+    rng = random.Random(7)
+    violations = escalations = 0
+    for _ in range(trials):
+        s = [rng.random() for _ in range(n)]
+        weak = [rng.random() < x for x in s]
+        strong = [rng.random() < 0.9 for _ in range(n)]
+
+        def losses(
+            t: float, s: list[float] = s, weak: list[bool] = weak, strong: list[bool] = strong
+        ) -> list[float]:
+            return [
+                max(0.0, float(st) - float(w)) if x >= t else 0.0
+                for x, w, st in zip(s, weak, strong, strict=True)
+            ]
+
+        candidates = sorted([*s, 1.0 + 1e-9], reverse=True)
+        t = calibration.learn_then_test(candidates, losses, epsilon=epsilon, delta=delta, loss_range=1.0)
+        assert t is not None
+        violations += true_loss(min(t, 1.0)) > epsilon
+        escalations += min(t, 1.0)
+    rate = violations / trials
+    # the promise: P(violation) <= delta (with room for the sampling error of `trials` trials)
+    assert rate <= delta + 3 * math.sqrt(delta * (1 - delta) / trials)
+    # and it is not trivially conservative: on average it accepts a real share of cheap answers
+    assert escalations / trials < 0.85
+
+
+def test_guaranteed_mode_on_a_ladder(dataset: Dataset) -> None:
+    cascade = ev.replay_ladder(ladder(item_score), dataset)
+    probes = ev.probe(cascade, dataset)
+    choice = calibration.guaranteed(cascade.engine, probes, epsilon=0.15, delta=0.1)
+    assert 0.0 <= choice.thresholds[0] <= 1.0 + 1e-9
+    with pytest.raises(ConfigError, match="not even escalating everything can be certified"):
+        calibration.guaranteed(cascade.engine, probes, epsilon=0.001, delta=0.1)
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_learn_eval_calibrate_compare(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in synthetic(240)))
+    runner = CliRunner()
+    learned = runner.invoke(
+        app, ["learn", "--dataset", str(data), "--model", "cheap", "--out", str(tmp_path / "s.json")]
+    )
+    assert learned.exit_code == 0, learned.output
+    assert "cross-fitted AUROC" in learned.output
+    config = tmp_path / "ladder.yaml"
+    config.write_text(
+        "name: t\nrungs:\n  - model: cheap\n    scorer: {kind: learned, path: s.json}\n    threshold: 0.5\n"
+        "    price: {input_per_mtok: 0.2, output_per_mtok: 0.2}\n"
+        "  - model: strong\n    price: {input_per_mtok: 10, output_per_mtok: 30}\n"
+    )
+    out = tmp_path / "out"
+    evaluated = runner.invoke(
+        app, ["eval", "--config", str(config), "--dataset", str(data), "--out", str(out)]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "| APGR |" in evaluated.stdout
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["items"] == 240
+    assert set(saved["metrics"]) >= {"apgr", "cpt50", "cpt80", "savings_at_95", "random_apgr"}
+    assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    calibrated = tmp_path / "cal.yaml"
+    cal = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--config",
+            str(config),
+            "--dataset",
+            str(data),
+            "--target",
+            "escalation=0.25",
+            "--out",
+            str(calibrated),
+        ],
+    )
+    assert cal.exit_code == 0, cal.output
+    assert "held-out (120 items)" in cal.output
+    new_threshold = load_config(calibrated).rungs[0].threshold
+    assert new_threshold is not None
+    assert new_threshold != 0.5
+    compared = runner.invoke(
+        app, ["compare", str(config), str(calibrated), "--dataset", str(data), "--resamples", "200"]
+    )
+    assert compared.exit_code == 0, compared.output
+    assert "B - A" in compared.output
