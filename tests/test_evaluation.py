@@ -352,3 +352,115 @@ def test_cli_learn_eval_calibrate_compare(tmp_path: Path) -> None:
     )
     assert compared.exit_code == 0, compared.output
     assert "B - A" in compared.output
+
+
+# -- learning and calibrating from the decision log ------------------------------------------
+
+
+def test_learn_and_calibrate_from_the_decision_log(tmp_path: Path) -> None:
+    from cascade_router.decision_log import DecisionLog
+    from cascade_router.testing import Reply
+    from langchain_cascade_router import CascadeChatModel
+    from langchain_cascade_router.testing import ScriptedChatModel
+
+    records = synthetic(160, seed=5)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = DecisionLog(url, store_content=True, flush_interval=0.01)
+    cheap = ScriptedChatModel(
+        model_name="cheap-model",
+        replies=[
+            Reply(r["answers"]["cheap"]["text"], confidence=0.5 + 0.45 * (i % 2))
+            for i, r in enumerate(records)
+        ],
+        cycle=False,
+    )
+    strong = ScriptedChatModel(
+        model_name="strong-model", replies=[r["answers"]["strong"]["text"] for r in records]
+    )
+    from cascade_router import LogprobScorer
+
+    llm = CascadeChatModel(
+        decision_log=log,
+        rungs=[
+            {"model": cheap, "name": "cheap", "scorer": LogprobScorer(), "threshold": 0.8},
+            {"model": strong, "name": "strong"},
+        ],
+    )
+    for r in records:
+        message = llm.invoke(r["request"])
+        request_id = message.response_metadata["cascade"]["request_id"]
+        # a grader labels the cheap rung's answer on every request, and the strong one where it ran
+        log.record_feedback(request_id, r["answers"]["cheap"]["quality"], rung=0)
+        if len(message.response_metadata["cascade"]["attempts"]) == 2:
+            log.record_feedback(request_id, r["answers"]["strong"]["quality"], rung=1)
+    assert log.flush()
+    stored = next(log.iter_records())
+    assert stored["content"]["request"] == [{"role": "user", "content": records[0]["request"]}]
+    assert stored["content"]["answers"][0] == records[0]["answers"]["cheap"]["text"]
+    log.close()
+
+    runner = CliRunner()
+    learned = runner.invoke(
+        app, ["learn", "--log", url, "--model", "cheap", "--out", str(tmp_path / "s.json")]
+    )
+    assert learned.exit_code == 0, learned.output
+    assert "160 answers of cheap" in learned.output
+    config = tmp_path / "prod.yaml"
+    config.write_text(
+        "rungs:\n  - model: openai:gpt-4o-mini\n    name: cheap\n    scorer: {kind: learned, path: s.json}\n"
+        "    threshold: 0.5\n  - model: openai:gpt-4o\n    name: strong\n"
+    )
+    calibrated = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--config",
+            str(config),
+            "--log",
+            url,
+            "--target",
+            "escalation=0.5",
+            "--out",
+            str(tmp_path / "cal.yaml"),
+        ],
+    )
+    assert calibrated.exit_code == 0, calibrated.output
+    assert "held-out (40 items)" in calibrated.output  # the 80 requests labelled for both rungs, split in two
+    assert load_config(tmp_path / "cal.yaml").rungs[0].model == "openai:gpt-4o-mini"  # the production ladder
+
+
+def test_version_1_logs_are_migrated(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from cascade_router.decision_log import SCHEMA_VERSION, DecisionLog
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE cascade_requests (request_id VARCHAR(64) PRIMARY KEY, trace_id VARCHAR(32), "
+                "created_at DATETIME NOT NULL, cascade VARCHAR(200) NOT NULL, "
+                "config_hash VARCHAR(32) NOT NULL, "
+                "package_version VARCHAR(32) NOT NULL, outcome VARCHAR(16) NOT NULL, answered_rung INTEGER, "
+                "answered_name VARCHAR(200), answered_model VARCHAR(200), input_tokens INTEGER NOT NULL, "
+                "output_tokens INTEGER NOT NULL, cost_usd FLOAT, latency_s FLOAT NOT NULL, error TEXT, "
+                "ladder JSON NOT NULL, attempts JSON NOT NULL)"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TABLE cascade_feedback (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT NULL, "
+                "created_at DATETIME NOT NULL, score FLOAT NOT NULL, comment TEXT)"
+            )
+        )
+        conn.execute(text("CREATE TABLE cascade_schema (version INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO cascade_schema VALUES (1)"))
+    engine.dispose()
+    log = DecisionLog(url)
+    log.record_feedback("r1", 1.0, rung=0)
+    assert log.get("r1") is None  # no request record, but the feedback row took the new column
+    with create_engine(url).connect() as conn:
+        assert conn.execute(text("SELECT max(version) FROM cascade_schema")).scalar() == SCHEMA_VERSION
+        assert conn.execute(text("SELECT rung FROM cascade_feedback")).scalar() == 0
+    log.close()

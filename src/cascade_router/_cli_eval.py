@@ -24,6 +24,28 @@ ConfigPath = Annotated[
 DatasetArg = Annotated[
     str, typer.Option("--dataset", help="A JSONL dataset (see docs/evaluation.md) or builtin:routellm-gsm8k.")
 ]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", help="A JSONL dataset (see docs/evaluation.md) or builtin:routellm-gsm8k."),
+]
+LogOpt = Annotated[
+    str | None,
+    typer.Option("--log", help="Use a decision log instead (stored content and per-rung feedback)."),
+]
+
+
+def _data(dataset: str | None, log: str | None) -> Dataset:
+    if (dataset is None) == (log is None):
+        raise typer.BadParameter("give exactly one of --dataset and --log")
+    if dataset is not None:
+        return Dataset.load(dataset)
+    from cascade_router.datasets import dataset_from_log
+    from cascade_router.decision_log import DecisionLog
+
+    assert log is not None
+    return dataset_from_log(DecisionLog(log).iter_records(), name="decision log")
+
+
 Concurrency = Annotated[int, typer.Option(help="Items evaluated at once.")]
 Seed = Annotated[int, typer.Option(help="Seed of the split, the bootstrap and the random baseline.")]
 
@@ -116,10 +138,10 @@ def _split(data: Dataset, share: float, seed: int) -> tuple[Dataset, Dataset]:
 
 def calibrate_command(
     config: ConfigPath,
-    dataset: DatasetArg,
     target: Annotated[
         str, typer.Option(help="quality=0.95 | escalation=0.3 | cost=0.002 | loss=0.03 (guaranteed)")
     ],
+    dataset: DatasetOpt = None,
     out: Annotated[Path, typer.Option(help="Where to write the calibrated ladder (YAML).")] = Path(
         "calibrated.yaml"
     ),
@@ -128,15 +150,21 @@ def calibrate_command(
     ] = False,
     delta: Annotated[float, typer.Option(help="Allowed failure probability of the guarantee.")] = 0.1,
     calibration_share: Annotated[float, typer.Option(help="Share of items used to choose.")] = 0.5,
+    log: LogOpt = None,
     concurrency: Concurrency = 16,
     seed: Seed = 0,
 ) -> None:
-    """Choose thresholds that meet a target on a calibration split; report them on the rest."""
+    """Choose thresholds that meet a target on a calibration split; report them on the rest.
+
+    With --log, the items are logged requests whose every rung's answer was stored and labelled,
+    and each rung of --config replays the logged rung of the same name."""
     goal = calibration.Target.parse(target)
     if guaranteed != (goal.kind == "loss"):
         raise typer.BadParameter("--guaranteed goes with --target loss=ε, and loss=ε with --guaranteed")
     ladder = load_config(config)
-    data = Dataset.load(dataset)
+    data = _data(dataset, log)
+    if log is not None:
+        ladder, data = _replay_logged(ladder, data)
     cal, held = _split(data, calibration_share, seed)
     cascade, cal_probes = _probe(ladder, cal, concurrency, "calibration split")
     if guaranteed:
@@ -209,8 +237,12 @@ def compare_command(
 
 
 def learn_command(
-    dataset: DatasetArg,
-    model: Annotated[str, typer.Option("--model", help="Whose answers to learn to score (a dataset model).")],
+    model: Annotated[
+        str,
+        typer.Option("--model", help="Whose answers to learn: a dataset model, or a rung's name (--log)."),
+    ],
+    dataset: DatasetOpt = None,
+    log: LogOpt = None,
     out: Annotated[Path, typer.Option(help="The scorer file to write.")] = Path("scorer.json"),
     folds: Annotated[int, typer.Option(help="Folds of the cross-fitted quality estimate.")] = 5,
     good: Annotated[float, typer.Option(help="Quality at or above which an answer counts as good.")] = 0.5,
@@ -219,16 +251,18 @@ def learn_command(
     """Fit a learned scorer on a model's recorded answers; report its cross-fitted AUROC."""
     from cascade_router.learned import Example, cross_fit, fit
 
-    data = Dataset.load(dataset)
-    if model not in data.models:
-        raise typer.BadParameter(f"{model!r} is not in the dataset; it has {data.models}")
+    data = _data(dataset, log)
+    labelled = [item for item in data if model in item.answers]
+    if not labelled:
+        known = sorted({m for item in data for m in item.answers})
+        raise typer.BadParameter(f"no answers of {model!r} in the data; it has {known}")
     examples = [
         Example(
             "\n".join(m.content for m in item.messages()),
             item.answers[model].text,
             item.answers[model].quality >= good,
         )
-        for item in data
+        for item in labelled
     ]
     held_out = cross_fit(examples, folds=folds, seed=seed)
     area = ev.auroc(held_out, [e.good for e in examples])
@@ -236,6 +270,22 @@ def learn_command(
     fitted.info.update({"dataset": data.name, "model": model, "crossfit_auroc": area, "folds": folds})
     fitted.save(out)
     Console().print(f"{len(examples)} answers of {model}: cross-fitted AUROC {area:.3f}; wrote {out}")
+
+
+def _replay_logged(ladder: LadderConfig, data: Dataset) -> tuple[LadderConfig, Dataset]:
+    """The ladder with each rung replaying the logged rung of its name, on the items labelled for
+    every rung."""
+    names = [r.name for r in ladder.rungs]
+    if any(n is None for n in names):
+        raise typer.BadParameter("with --log, give every rung of --config the name it has in the log")
+    complete = [i.id for i in data if all(n in i.answers for n in names)]
+    if not complete:
+        raise typer.BadParameter(
+            f"no logged request has a labelled answer from every rung {names}: a cascade only calls a "
+            "stronger rung when it escalates, so label requests that went up the ladder"
+        )
+    rungs = [r.model_copy(update={"model": f"replay:{r.name}"}) for r in ladder.rungs]
+    return ladder.model_copy(update={"rungs": rungs}), data.subset(complete)
 
 
 def register(app: typer.Typer) -> None:

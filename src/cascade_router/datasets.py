@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -173,3 +173,46 @@ def builtin_dataset(name: str) -> Dataset:
     with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     return Dataset.from_records(records, name=f"builtin:{name}")
+
+
+def dataset_from_log(records: Iterable[Mapping[str, Any]], *, name: str = "decision log") -> Dataset:
+    """A dataset from decision-log records that stored their content and were labelled.
+
+    Each record becomes an item; each rung's answer that has a label becomes an answer, keyed by
+    the rung's name. A label is the mean of the feedback given for that rung (``rung=i``), or, for
+    the rung that answered, the feedback given on the answer itself. Unlabelled answers are left
+    out: a cascade's log only holds a stronger rung's answer for requests that escalated, so what
+    can be learned or calibrated from it is what was labelled.
+    """
+    items = []
+    for record in records:
+        content = record.get("content")
+        if not content:
+            continue
+        answers: dict[str, dict[str, Any]] = {}
+        feedback = record.get("feedback") or []
+        for i, attempt in enumerate(record.get("attempts") or []):
+            texts = content.get("answers") or []
+            text = texts[i] if i < len(texts) else None
+            if text is None:
+                continue
+            labels = [f["score"] for f in feedback if f.get("rung") == i]
+            if not labels and i == record.get("answered_rung"):
+                labels = [f["score"] for f in feedback if f.get("rung") is None]
+            if not labels:
+                continue
+            answers[attempt["name"]] = {
+                "text": text,
+                "quality": sum(labels) / len(labels),
+                "input_tokens": attempt.get("input_tokens"),
+                "output_tokens": attempt.get("output_tokens"),
+            }
+        if answers:
+            items.append({"id": record["request_id"], "request": content["request"], "answers": answers})
+    if not items:
+        raise ConfigError(
+            name,
+            "no logged request has both stored content and a label: log with "
+            "DecisionLog(..., store_content=True) and record feedback (per rung with rung=i)",
+        )
+    return Dataset.from_records(items, name=name)

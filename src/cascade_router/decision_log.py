@@ -34,14 +34,16 @@ from sqlalchemy import (
     create_engine,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine as SqlEngine
 
 from cascade_router.errors import ConfigError
 from cascade_router.redaction import redact
 
-SCHEMA_VERSION = 1
-"""Bumped on every incompatible change of the tables below."""
+SCHEMA_VERSION = 2
+"""Bumped on every change of the tables below; ``ensure_schema`` migrates older logs.
+1 -> 2: ``cascade_requests.content`` and ``cascade_feedback.rung``."""
 
 _log = logging.getLogger("cascade_router.decision_log")
 
@@ -67,6 +69,7 @@ requests_table = Table(
     Column("error", Text, nullable=True),
     Column("ladder", JSON, nullable=False),
     Column("attempts", JSON, nullable=False),
+    Column("content", JSON, nullable=True),
 )
 
 # No foreign key: feedback may arrive while its request's record is still in the buffer.
@@ -78,6 +81,7 @@ feedback_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("score", Float, nullable=False),
     Column("comment", Text, nullable=True),
+    Column("rung", Integer, nullable=True),
 )
 
 schema_table = Table("cascade_schema", metadata, Column("version", Integer, primary_key=True))
@@ -110,6 +114,10 @@ def ensure_schema(engine: SqlEngine) -> None:
     with engine.begin() as conn:
         version = conn.execute(select(func.max(schema_table.c.version))).scalar()
         if version is None:
+            conn.execute(schema_table.insert(), {"version": SCHEMA_VERSION})
+        elif version == 1:
+            conn.execute(text("ALTER TABLE cascade_requests ADD COLUMN content JSON"))
+            conn.execute(text("ALTER TABLE cascade_feedback ADD COLUMN rung INTEGER"))
             conn.execute(schema_table.insert(), {"version": SCHEMA_VERSION})
         elif version > SCHEMA_VERSION:
             raise RuntimeError(
@@ -145,13 +153,18 @@ class DecisionLog:
         batch_size: int = 200,
         flush_interval: float = 0.5,
         max_buffer: int = 10_000,
+        store_content: bool = False,
     ) -> None:
+        """``store_content``: also record the request and every rung's answer text, which is
+        what learning a scorer from the log needs. Off by default: prompts and answers may hold
+        personal data."""
         if batch_size < 1 or max_buffer < 1 or flush_interval <= 0:
             raise ConfigError("decision_log", "batch_size, max_buffer and flush_interval must be positive")
         self.url = database_url(target)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
+        self.store_content = store_content
         self._buffer: deque[dict[str, Any]] = deque()
         self._cond = threading.Condition()
         self._in_flight = 0
@@ -275,10 +288,17 @@ class DecisionLog:
 
     # -- feedback and reading ------------------------------------------------------------------
 
-    def record_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
-        """Attach a rating or label to a logged request (written now, not batched)."""
-        if not isinstance(score, int | float) or isinstance(score, bool) or math.isnan(score):
-            raise ConfigError("score", f"expected a number, got {score!r}")
+    def record_feedback(
+        self, request_id: str, score: float, comment: str | None = None, *, rung: int | None = None
+    ) -> None:
+        """Attach a rating or label to a logged request (written now, not batched).
+
+        ``rung=None`` rates the answer the user got; ``rung=i`` rates rung i's answer, as a grader
+        labelling every attempt would (what learning and calibrating from the log need)."""
+        if isinstance(score, bool):  # a thumbs up / down
+            score = 1.0 if score else 0.0
+        if not isinstance(score, int | float) or math.isnan(score):
+            raise ConfigError("score", f"expected a number or a bool, got {score!r}")
         with self.engine().begin() as conn:
             conn.execute(
                 feedback_table.insert(),
@@ -287,6 +307,7 @@ class DecisionLog:
                     "created_at": datetime.now(UTC),
                     "score": float(score),
                     "comment": comment,
+                    "rung": rung,
                 },
             )
 
@@ -305,6 +326,7 @@ class DecisionLog:
                     {
                         "score": row["score"],
                         "comment": row["comment"],
+                        "rung": row["rung"],
                         "created_at": row["created_at"].isoformat(),
                     }
                 )
@@ -387,7 +409,13 @@ def shared_log(target: str | Path | DecisionLog) -> DecisionLog:
 
 
 def record_feedback(
-    request_id: str, score: float, comment: str | None = None, *, db: str | Path | DecisionLog
+    request_id: str,
+    score: float,
+    comment: str | None = None,
+    *,
+    db: str | Path | DecisionLog,
+    rung: int | None = None,
 ) -> None:
-    """Attach a user's rating or a label to the logged request ``request_id``."""
-    shared_log(db).record_feedback(request_id, score, comment)
+    """Attach a user's rating or a label to the logged request ``request_id`` (``rung``: which
+    rung's answer it rates; None, the one the user got)."""
+    shared_log(db).record_feedback(request_id, score, comment, rung=rung)

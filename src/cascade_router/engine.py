@@ -107,6 +107,7 @@ class _InFlight:
     request_id: str
     t0: float
     attempts: list[Attempt]
+    request: Request | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +250,11 @@ class Engine:
 
     # -- per request ---------------------------------------------------------------------------
 
-    def _start(self) -> _InFlight:
+    def _start(self, call: Call) -> _InFlight:
         # 128 random bits as hex, like uuid4().hex, at a fraction of its cost.
-        return _InFlight(self.telemetry.start_request(), os.urandom(16).hex(), time.perf_counter(), [])
+        return _InFlight(
+            self.telemetry.start_request(), os.urandom(16).hex(), time.perf_counter(), [], call.request
+        )
 
     def _done(self, state: _InFlight, result: Result | None, error: BaseException | None) -> None:
         """Close the request's span and queue its decision-log record; never raises."""
@@ -273,6 +276,14 @@ class Engine:
             from cascade_router.telemetry import _report
 
             _report("decision log record", exc)
+
+    def _content(self, state: _InFlight) -> dict[str, Any]:
+        """The request and each attempt's answer, for a log that stores content."""
+        request = state.request
+        return {
+            "request": [{"role": m.role, "content": m.content} for m in request.messages] if request else [],
+            "answers": [a.output.text if a.output is not None else None for a in state.attempts],
+        }
 
     def _record(self, state: _InFlight, result: Result | None, error: BaseException | None) -> dict[str, Any]:
         attempts = state.attempts
@@ -307,6 +318,9 @@ class Engine:
             "error": _error_text(error)[:2000] if error is not None and result is None else None,
             "ladder": self.ladder,
             "attempts": [a.to_dict() for a in attempts],
+            "content": self._content(state)
+            if self.decision_log is not None and self.decision_log.store_content
+            else None,
         }
 
     # -- pieces shared by every driver -------------------------------------------------------
@@ -483,7 +497,7 @@ class Engine:
         )
 
     def run(self, call: Call) -> Result:
-        state = self._start()
+        state = self._start(call)
         req, attempts = state.span, state.attempts
         try:
             with req.active():
@@ -575,7 +589,7 @@ class Engine:
         )
 
     async def arun(self, call: Call) -> Result:
-        state = self._start()
+        state = self._start(call)
         req, attempts = state.span, state.attempts
         try:
             with req.active():
@@ -612,7 +626,7 @@ class Engine:
         logprobs present, before it can be scored); a rung whose answer cannot change the
         decision streams live. Spans are made current only between yields.
         """
-        state = self._start()
+        state = self._start(call)
         req, attempts = state.span, state.attempts
         live: set[int] = set()
         try:
@@ -672,7 +686,7 @@ class Engine:
 
     async def astream(self, call: Call) -> AsyncIterator[StreamEvent]:
         """The async twin of ``stream``; the same events in the same order."""
-        state = self._start()
+        state = self._start(call)
         req, attempts = state.span, state.attempts
         live: set[int] = set()
         try:
