@@ -464,3 +464,25 @@ def test_version_1_logs_are_migrated(tmp_path: Path) -> None:
         assert conn.execute(text("SELECT max(version) FROM cascade_schema")).scalar() == SCHEMA_VERSION
         assert conn.execute(text("SELECT rung FROM cascade_feedback")).scalar() == 0
     log.close()
+
+
+def test_learned_scorer_with_external_embeddings(dataset: Dataset) -> None:
+    calls: list[int] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        calls.append(len(texts))
+        return [[float(len(t)), float(t.count("#")), float(t.count("<<"))] for t in texts]
+
+    examples = [
+        Example(str(i.request), i.answers["cheap"].text, i.answers["cheap"].quality >= 0.5) for i in dataset
+    ]
+    model = fit(examples, embeddings=embed)
+    assert model.embedder == {"kind": "external", "dimensions": 3}
+    assert calls == [len(examples)]
+    scorer = LearnedScorer(model=model, embeddings=embed)
+    cascade = ev.replay_ladder(ladder(scorer), dataset)
+    result = cascade.invoke(dataset.items[0].to_request())
+    assert result.attempts[0].method == "learned"
+    assert 0.0 <= result.attempts[0].score <= 1.0  # type: ignore[operator]
+    with pytest.raises(ConfigError, match="fitted with external embeddings"):
+        LearnedScorer(model=model)
