@@ -484,5 +484,5 @@ def test_learned_scorer_with_external_embeddings(dataset: Dataset) -> None:
     result = cascade.invoke(dataset.items[0].to_request())
     assert result.attempts[0].method == "learned"
     assert 0.0 <= result.attempts[0].score <= 1.0  # type: ignore[operator]
-    with pytest.raises(ConfigError, match="fitted with external embeddings"):
+    with pytest.raises(ValueError, match="fitted with external embeddings"):
         LearnedScorer(model=model)
