@@ -97,6 +97,10 @@ class Call:
     request: Request
     backends: Sequence[Backend]
     resolve: Resolver
+    otel_context: Any = None
+    """The OpenTelemetry context to trace under, captured when the call was made. Needed where a
+    stream is consumed after the call returned (LlamaIndex): by then the caller's span may be
+    closed and the current context another one. None: the context current when the request starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +257,11 @@ class Engine:
     def _start(self, call: Call) -> _InFlight:
         # 128 random bits as hex, like uuid4().hex, at a fraction of its cost.
         return _InFlight(
-            self.telemetry.start_request(), os.urandom(16).hex(), time.perf_counter(), [], call.request
+            self.telemetry.start_request(call.otel_context),
+            os.urandom(16).hex(),
+            time.perf_counter(),
+            [],
+            call.request,
         )
 
     def _done(self, state: _InFlight, result: Result | None, error: BaseException | None) -> None:

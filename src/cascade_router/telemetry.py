@@ -352,7 +352,7 @@ class Telemetry:
         self.no_rung = RungSpan(self, None, None)
         self._no_request = RequestSpan(self, None, None, None)
 
-    def start_request(self) -> RequestSpan:
+    def start_request(self, parent: otel_context.Context | None = None) -> RequestSpan:
         if not self.enabled:
             return self._no_request
         if not self._explicit_provider and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
@@ -360,7 +360,8 @@ class Telemetry:
             # repeated per request because an application may configure tracing later.
             return self._no_request
         try:
-            parent = otel_context.get_current()
+            if parent is None:
+                parent = otel_context.get_current()
             if otel_context.get_value(GENAI_INFERENCE_KEY, parent) is not None:
                 # The official LangChain instrumentation marks its inference span's context with
                 # this key, and inference calls nested under it are treated as part of it. The

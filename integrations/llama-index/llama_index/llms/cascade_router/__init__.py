@@ -1,0 +1,5 @@
+"""LlamaIndex integration of cascade-router: ``CascadeLLM``."""
+
+from llama_index.llms.cascade_router.base import CascadeLLM
+
+__all__ = ["CascadeLLM"]

@@ -1,0 +1,395 @@
+"""``CascadeLLM``: a LlamaIndex ``FunctionCallingLLM`` that is a ladder of LLMs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from llama_index.core.base.llms.generic_utils import (
+    achat_to_completion_decorator,
+    astream_chat_to_completion_decorator,
+    chat_to_completion_decorator,
+    stream_chat_to_completion_decorator,
+)
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.llms import LLM
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.prompts import BasePromptTemplate
+from llama_index.llms.cascade_router._backend import LlamaIndexBackend, Parser, identity, to_core_messages
+from opentelemetry import context as otel_context
+from pydantic import BaseModel, PrivateAttr, ValidationInfo, field_validator
+
+from cascade_router.attempts import Result
+from cascade_router.backend import Backend
+from cascade_router.config import LadderConfig, LadderSettings, Rung, as_rungs, check_ladder, load_config
+from cascade_router.decision_log import shared_log
+from cascade_router.engine import Call, Engine, Finished, LiveChunk, RungRuntime, StreamEvent, WholeAnswer
+from cascade_router.errors import ConfigError
+from cascade_router.model_io import Request
+from cascade_router.telemetry import Telemetry
+
+Model = TypeVar("Model", bound=BaseModel)
+
+_PROVIDER_CLASSES = {
+    "openai": ("llama_index.llms.openai", "OpenAI", "llama-index-llms-openai"),
+    "anthropic": ("llama_index.llms.anthropic", "Anthropic", "llama-index-llms-anthropic"),
+    "mistralai": ("llama_index.llms.mistralai", "MistralAI", "llama-index-llms-mistralai"),
+    "groq": ("llama_index.llms.groq", "Groq", "llama-index-llms-groq"),
+    "ollama": ("llama_index.llms.ollama", "Ollama", "llama-index-llms-ollama"),
+}
+
+
+def resolve_llm(value: Any, field: str) -> LLM:
+    """A LlamaIndex LLM from an object or a ``provider:model`` string."""
+    if isinstance(value, LLM):
+        return value
+    if isinstance(value, str):
+        provider, sep, model = value.partition(":")
+        if not sep or provider not in _PROVIDER_CLASSES:
+            known = sorted(_PROVIDER_CLASSES)
+            raise ConfigError(
+                field, f"cannot resolve {value!r}: use provider:model with a provider of {known}"
+            )
+        module, cls, package = _PROVIDER_CLASSES[provider]
+        try:
+            import importlib
+
+            llm_cls = getattr(importlib.import_module(module), cls)
+        except ImportError as exc:
+            raise ConfigError(field, f"cannot resolve {value!r}: pip install {package}") from exc
+        try:
+            return llm_cls(model=model)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise ConfigError(field, f"cannot resolve {value!r}: {type(exc).__name__}: {exc}") from exc
+    raise ConfigError(
+        field, f"expected a LlamaIndex LLM or a 'provider:model' string, got {type(value).__name__}"
+    )
+
+
+class CascadeLLM(FunctionCallingLLM, LadderSettings):
+    """An LLM that tries the cheapest rung first and escalates while confidence is low.
+
+    Rungs are given as to ``CascadeChatModel``: dicts or ``Rung``s whose ``model`` is any
+    LlamaIndex LLM or a ``provider:model`` string. ``ChatResponse.additional_kwargs["cascade"]``
+    says who answered and why; ``ChatResponse.raw`` is the answering rung's raw response.
+    """
+
+    rungs: list[Rung]
+    """The ladder, cheapest first."""
+    cascade_name: str = "cascade"
+    """Name of the cascade in traces and logs."""
+    decision_log: Any = None
+    """A SQLite path, a SQLAlchemy URL or a ``DecisionLog``: one record per request."""
+    tracing: bool = True
+    """Emit OpenTelemetry spans through the global tracer provider."""
+    inference_spans: bool = True
+    """Emit a span per model call; off when a provider instrumentation already does."""
+
+    _engine: Engine = PrivateAttr()
+    _llms: list[LLM] = PrivateAttr()
+    _identities: list[tuple[str | None, str | None]] = PrivateAttr()
+    _judges: dict[Any, tuple[LLM, str | None, str | None]] = PrivateAttr()
+
+    @field_validator("rungs", mode="before")
+    @classmethod
+    def _parse_rungs(cls, value: Any, info: ValidationInfo) -> list[Rung]:
+        rungs = as_rungs(value)
+        check_ladder(rungs, accept_last=info.data.get("accept_last", True))
+        return [
+            r.model_copy(update={"model": resolve_llm(r.model, f"rungs[{i}].model")})
+            for i, r in enumerate(rungs)
+        ]
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._llms = [r.model for r in self.rungs]
+        self._identities = [identity(llm) for llm in self._llms]
+        self._judges = {}
+        for i, rung in enumerate(self.rungs):
+            for ref in rung.scorer.models() if rung.scorer is not None else []:
+                judge = resolve_llm(ref, f"rungs[{i}].scorer.judge")
+                self._judges[ref if isinstance(ref, str) else id(ref)] = (judge, *identity(judge))
+        names: list[str] = []
+        for i, rung in enumerate(self.rungs):
+            name = rung.name or self._identities[i][1] or type(self._llms[i]).__name__
+            names.append(name if name not in names else f"{name}#{i}")
+        runtimes = [
+            RungRuntime.from_rung(
+                i, r, name=names[i], provider=self._identities[i][0], model=self._identities[i][1]
+            )
+            for i, r in enumerate(self.rungs)
+        ]
+        self._engine = Engine(
+            runtimes,
+            self.on_exhausted,
+            accept_last=self.accept_last,
+            name=self.cascade_name,
+            telemetry=Telemetry(
+                self.cascade_name, names, enabled=self.tracing, inference_spans=self.inference_spans
+            ),
+            decision_log=shared_log(self.decision_log) if self.decision_log is not None else None,
+        )
+
+    @classmethod
+    def from_config(cls, source: Any, **overrides: Any) -> CascadeLLM:
+        """The same YAML / TOML / dict configuration as ``CascadeChatModel.from_config``."""
+        config = source if isinstance(source, LadderConfig) else load_config(source)
+        values = {
+            "rungs": config.rungs,
+            "cascade_name": config.name,
+            "on_exhausted": config.on_exhausted,
+            "accept_last": config.accept_last,
+            "annotate": config.annotate,
+        }
+        return cls(**{**values, **overrides})
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CascadeLLM"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """What every rung can do: the smallest context window and output, function calling only
+        if every rung calls functions."""
+        metas = [llm.metadata for llm in self._llms]
+        return LLMMetadata(
+            context_window=min(m.context_window for m in metas),
+            num_output=min(m.num_output for m in metas),
+            is_chat_model=True,
+            is_function_calling_model=all(
+                isinstance(llm, FunctionCallingLLM) and m.is_function_calling_model
+                for llm, m in zip(self._llms, metas, strict=True)
+            ),
+            model_name="cascade[" + ">".join(r.name for r in self._engine.rungs) + "]",
+        )
+
+    # -- building a call -----------------------------------------------------------------------
+
+    def _call(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], parser: Parser | None = None
+    ) -> Call:
+        kwargs = dict(kwargs)
+        tools = kwargs.pop("tools", None) or ()
+        tool_kwargs: dict[str, Any] = {
+            k: kwargs.pop(k) for k in ("allow_parallel_tool_calls", "tool_required") if k in kwargs
+        }
+        backends = [
+            LlamaIndexBackend(
+                llm, provider=p, model=m, kwargs=kwargs, tools=tools, tool_kwargs=tool_kwargs, parser=parser
+            )
+            for llm, (p, m) in zip(self._llms, self._identities, strict=True)
+        ]
+
+        def resolve(model: Any, rung: int) -> Backend:
+            if model is None:
+                llm, provider, name = self._llms[rung], *self._identities[rung]
+            else:
+                llm, provider, name = self._judges[model if isinstance(model, str) else id(model)]
+            return LlamaIndexBackend(llm, provider=provider, model=name)
+
+        tool_names = frozenset(t.metadata.get_name() for t in tools) if tools else None
+        request = Request(list(messages), to_messages=to_core_messages, tool_names=tool_names)
+        # LlamaIndex ends its span of a streaming call when the generator is returned, before it
+        # runs: trace under the context of the call, not of whoever consumes the stream.
+        return Call(request, backends, resolve, otel_context.get_current())
+
+    def _response(self, result: Result, structured: bool = False) -> ChatResponse:
+        raw: ChatResponse = result.output.raw
+        message = raw.message
+        if self.annotate and not structured:
+            note = f"\n\n— answered by {result.answered_by.model}"
+            message = message.model_copy(update={"content": (message.content or "") + note})
+        return ChatResponse(
+            message=message,
+            raw=raw.raw,
+            logprobs=raw.logprobs,
+            additional_kwargs={**raw.additional_kwargs, "cascade": result.to_dict()},
+        )
+
+    # -- chat and complete ---------------------------------------------------------------------
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._response(self._engine.run(self._call(messages, kwargs)))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._response(await self._engine.arun(self._call(messages, kwargs)))
+
+    def _event(self, event: StreamEvent, so_far: str) -> ChatResponse | None:
+        # Messages are the rungs' own (with their tool calls and extra fields), so that what
+        # reads the last streamed response, an agent say, sees everything the rung returned.
+        if isinstance(event, LiveChunk):
+            native: ChatResponse = event.native
+            delta = native.delta or ""
+            message = native.message.model_copy(update={"content": so_far + delta})
+            return ChatResponse(message=message, delta=delta, raw=native.raw, logprobs=native.logprobs)
+        if isinstance(event, WholeAnswer):
+            raw: ChatResponse = event.output.raw
+            text = event.output.text
+            message = raw.message.model_copy(update={"content": so_far + text})
+            return ChatResponse(message=message, delta=text, raw=raw.raw, logprobs=raw.logprobs)
+        if isinstance(event, Finished):
+            final = self._response(event.result)
+            note = (final.message.content or "")[len(event.result.output.text) :] if self.annotate else ""
+            return ChatResponse(
+                message=final.message.model_copy(update={"content": so_far + note}),
+                delta=note,
+                raw=final.raw,
+                logprobs=final.logprobs,
+                additional_kwargs=final.additional_kwargs,
+            )
+        return None
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        call = self._call(messages, kwargs)
+
+        def gen() -> ChatResponseGen:
+            so_far = ""
+            for event in self._engine.stream(call):
+                response = self._event(event, so_far)
+                if response is not None:
+                    so_far = response.message.content or ""
+                    yield response
+
+        return gen()
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        call = self._call(messages, kwargs)
+
+        async def gen() -> ChatResponseAsyncGen:
+            so_far = ""
+            async for event in self._engine.astream(call):
+                response = self._event(event, so_far)
+                if response is not None:
+                    so_far = response.message.content or ""
+                    yield response
+
+        return gen()
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return chat_to_completion_decorator(self.chat)(prompt, **kwargs)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return await achat_to_completion_decorator(self.achat)(prompt, **kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        return stream_chat_to_completion_decorator(self.stream_chat)(prompt, **kwargs)
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        return await astream_chat_to_completion_decorator(self.astream_chat)(prompt, **kwargs)
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    def _prepare_chat_with_tools(  # noqa: PLR0917 - LlamaIndex's signature
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        # Each rung prepares the tools its own way (its chat_with_tools); the cascade only
+        # carries them to the rungs.
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(
+                user_msg
+                if isinstance(user_msg, ChatMessage)
+                else ChatMessage(role=MessageRole.USER, content=user_msg)
+            )
+        return {
+            "messages": messages,
+            "tools": list(tools),
+            "allow_parallel_tool_calls": allow_parallel_tool_calls,
+            "tool_required": tool_required,
+            **kwargs,
+        }
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The answering rung reads its own tool-call format."""
+        cascade = response.additional_kwargs.get("cascade")
+        rung = cascade["answered_by"]["rung"] if cascade else 0
+        llm = self._llms[rung]
+        if not isinstance(llm, FunctionCallingLLM):
+            if error_on_no_tool_call:
+                raise ValueError(f"rung {rung} ({type(llm).__name__}) does not call tools")
+            return []
+        return llm.get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
+
+    # -- structured output ---------------------------------------------------------------------
+
+    def _structured_call(
+        self,
+        output_cls: type[Model],
+        prompt: BasePromptTemplate,
+        prompt_args: dict[str, Any],
+        llm_kwargs: dict[str, Any] | None,
+    ) -> Call:
+        from llama_index.core.program.function_program import get_function_tool
+
+        tool = get_function_tool(output_cls)
+        messages = prompt.format_messages(llm=self, **prompt_args)
+
+        def parse(llm: LLM, response: ChatResponse) -> Model:
+            if not isinstance(llm, FunctionCallingLLM):
+                raise ValueError("this rung does not call functions")
+            calls = llm.get_tool_calls_from_response(response, error_on_no_tool_call=True)
+            return output_cls.model_validate(calls[0].tool_kwargs)
+
+        kwargs = {**(llm_kwargs or {}), "tools": [tool], "tool_required": True}
+        return self._call(messages, kwargs, parser=parse)
+
+    def structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Model:
+        """Structured output validated on every rung: a rung whose arguments do not validate
+        against ``output_cls`` is invalid and the ladder escalates."""
+        result = self._engine.run(self._structured_call(output_cls, prompt, prompt_args, llm_kwargs))
+        parsed: Model = result.output.extra["parsed"]
+        return parsed
+
+    async def astructured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Model:
+        result = await self._engine.arun(self._structured_call(output_cls, prompt, prompt_args, llm_kwargs))
+        parsed: Model = result.output.extra["parsed"]
+        return parsed
