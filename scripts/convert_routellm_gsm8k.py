@@ -55,8 +55,12 @@ def main() -> None:
                 "output_tokens": len(enc.encode(text)),
             }
         items.append(
-            {"id": f"gsm8k-test-{index:04d}", "request": question, "reference": references.get(question),
-             "answers": answers}
+            {
+                "id": f"gsm8k-test-{index:04d}",
+                "request": question,
+                "reference": references.get(question),
+                "answers": answers,
+            }
         )
     OUT.mkdir(parents=True, exist_ok=True)
     with gzip.open(OUT / "routellm_gsm8k.jsonl.gz", "wt", encoding="utf-8", compresslevel=9) as f:
@@ -66,9 +70,11 @@ def main() -> None:
     weak = statistics.mean(i["answers"][WEAK]["quality"] for i in items)
     strong = statistics.mean(i["answers"][STRONG]["quality"] for i in items)
     q_len = statistics.mean(i["answers"][WEAK]["input_tokens"] - PREFIX_TOKENS for i in items)
-    print(f"{len(items)} items; weak {weak:.1%} strong {strong:.1%}; question {q_len:.0f} tokens, answers "
-          f"{statistics.mean(i['answers'][WEAK]['output_tokens'] for i in items):.0f} / "
-          f"{statistics.mean(i['answers'][STRONG]['output_tokens'] for i in items):.0f} tokens")
+    print(
+        f"{len(items)} items; weak {weak:.1%} strong {strong:.1%}; question {q_len:.0f} tokens, answers "
+        f"{statistics.mean(i['answers'][WEAK]['output_tokens'] for i in items):.0f} / "
+        f"{statistics.mean(i['answers'][STRONG]['output_tokens'] for i in items):.0f} tokens"
+    )
 
 
 if __name__ == "__main__":

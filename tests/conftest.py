@@ -32,3 +32,25 @@ def spans() -> Iterator[InMemorySpanExporter]:
     SPANS.clear()
     yield SPANS
     SPANS.clear()
+
+
+@pytest.fixture(scope="session")
+def local_llm() -> Iterator[str]:
+    """The base URL of a real OpenAI-compatible server (llama.cpp + Gemma 3 270M) on loopback."""
+    import os
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import local_llm as server_script
+
+    reason = server_script.missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the local LLM server: {reason}")
+        pytest.skip(f"no local LLM server here: {reason}")
+    server = server_script.start()
+    try:
+        yield server.url
+    finally:
+        server_script.stop(server)
