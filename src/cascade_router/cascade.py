@@ -9,7 +9,7 @@ from typing import Any
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, Rung, as_rungs, check_ladder, load_config
-from cascade_router.engine import Call, Engine, RungRuntime, StreamEvent
+from cascade_router.engine import Call, Engine, StreamEvent, runtimes_for
 from cascade_router.errors import ConfigError
 from cascade_router.model_io import Message, Request
 from cascade_router.policy import OnExhausted
@@ -53,20 +53,16 @@ class Cascade:
         for i, rung in enumerate(self.rungs):
             for model in rung.scorer.models() if rung.scorer else []:
                 _as_backend(model, f"rungs[{i}].scorer.judge")
-        runtimes = [
-            RungRuntime.from_rung(
-                i, r, name=r.name or b.model or f"rung{i}", provider=b.provider, model=b.model
-            )
-            for i, (r, b) in enumerate(zip(self.rungs, self.backends, strict=True))
-        ]
+        identities = [(b.provider, b.model) for b in self.backends]
+        runtimes = runtimes_for(self.rungs, identities, [f"rung{i}" for i in range(len(self.rungs))])
         self.engine = Engine(runtimes, on_exhausted, accept_last=accept_last)
 
     @classmethod
     def from_config(cls, source: str | Path | Mapping[str, Any] | LadderConfig) -> Cascade:
         config = source if isinstance(source, LadderConfig) else load_config(source)
-        return cls(
-            config.rungs, name=config.name, on_exhausted=config.on_exhausted, accept_last=config.accept_last
-        )
+        fields = config.adapter_fields()
+        fields.pop("annotate")  # the core returns results, not messages to annotate
+        return cls(name=config.name, **fields)
 
     def _call(self, prompt: Prompt) -> Call:
         return Call(_request(prompt), self.backends, self._resolve)

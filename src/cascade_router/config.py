@@ -99,6 +99,16 @@ class LadderConfig(LadderSettings):
     rungs: list[Rung]
     """The models, cheapest first."""
 
+    def adapter_fields(self) -> dict[str, Any]:
+        """The fields every adapter takes under these names (the cascade's name each adapter
+        names its own way)."""
+        return {
+            "rungs": self.rungs,
+            "on_exhausted": self.on_exhausted,
+            "accept_last": self.accept_last,
+            "annotate": self.annotate,
+        }
+
     @model_validator(mode="after")
     def _check(self) -> LadderConfig:
         check_ladder(self.rungs, accept_last=self.accept_last)

@@ -85,6 +85,22 @@ class RungRuntime:
         )
 
 
+def runtimes_for(
+    rungs: Sequence[Rung], identities: Sequence[tuple[str | None, str | None]], fallback: Sequence[str]
+) -> list[RungRuntime]:
+    """Runtimes for a ladder whose models an adapter resolved: ``identities`` are each model's
+    (provider, model name), ``fallback`` a name for a rung with neither a name nor a model name.
+    Repeated names get ``#index`` so that every rung's name is unique in results and traces."""
+    names: list[str] = []
+    for i, rung in enumerate(rungs):
+        name = rung.name or identities[i][1] or fallback[i]
+        names.append(name if name not in names else f"{name}#{i}")
+    return [
+        RungRuntime.from_rung(i, rung, name=names[i], provider=identities[i][0], model=identities[i][1])
+        for i, rung in enumerate(rungs)
+    ]
+
+
 Resolver = Callable[[Any, int], Backend]
 """``resolve(model, rung)``: a judge's model reference as a backend bound to the current call;
 ``model=None`` asks for rung ``rung``'s own model (self-check), without tools or schema bound."""

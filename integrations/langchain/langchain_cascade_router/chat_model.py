@@ -29,7 +29,16 @@ from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, LadderSettings, Rung, as_rungs, check_ladder, load_config
 from cascade_router.decision_log import shared_log
-from cascade_router.engine import Call, Engine, Finished, LiveChunk, RungRuntime, StreamEvent, WholeAnswer
+from cascade_router.engine import (
+    Call,
+    Engine,
+    Finished,
+    LiveChunk,
+    RungRuntime,
+    StreamEvent,
+    WholeAnswer,
+    runtimes_for,
+)
 from cascade_router.model_io import Request
 from cascade_router.telemetry import Telemetry
 from langchain_cascade_router._backend import LangChainBackend, model_identity
@@ -198,19 +207,9 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
             for ref in rung.scorer.models() if rung.scorer is not None else []:
                 judge = resolve_chat_model(ref, f"rungs[{i}].scorer.judge")
                 judges[model_key(ref)] = (judge, *model_identity(judge))
-        names: list[str] = []
-        for i, rung in enumerate(self.rungs):
-            name = rung.name or identities[i][1] or type(models[i]).__name__
-            names.append(name if name not in names else f"{name}#{i}")
         runtimes = [
-            _with_defaults(
-                RungRuntime.from_rung(
-                    i, rung, name=names[i], provider=identities[i][0], model=identities[i][1]
-                ),
-                self.timeout,
-                self.max_retries,
-            )
-            for i, rung in enumerate(self.rungs)
+            _with_defaults(rt, self.timeout, self.max_retries)
+            for rt in runtimes_for(self.rungs, identities, [type(m).__name__ for m in models])
         ]
         # Control flow of LangGraph (interrupts) must pass through the ladder, not fall back.
         name = self.name or "cascade"
@@ -260,14 +259,7 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
     def from_config(cls, source: Any, **overrides: Any) -> CascadeChatModel:
         """Build from a YAML, TOML or JSON file path, a dict, or a ``LadderConfig``."""
         config = source if isinstance(source, LadderConfig) else load_config(source)
-        values: dict[str, Any] = {
-            "rungs": config.rungs,
-            "name": config.name,
-            "on_exhausted": config.on_exhausted,
-            "accept_last": config.accept_last,
-            "annotate": config.annotate,
-        }
-        return cls(**{**values, **overrides})
+        return cls(**{**config.adapter_fields(), "name": config.name, **overrides})
 
     # -- identity -----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import Rung, as_rungs, check_ladder
 from cascade_router.decision_log import DecisionLog, shared_log
-from cascade_router.engine import Call, Engine, RungRuntime
+from cascade_router.engine import Call, Engine, runtimes_for
 from cascade_router.model_io import ModelOutput, Request
 from cascade_router.policy import OnExhausted
 from cascade_router.telemetry import Telemetry
@@ -129,16 +129,7 @@ class CascadeMiddleware(AgentMiddleware):
             for ref in rung.scorer.models() if rung.scorer is not None else []:
                 judge = resolve_chat_model(ref, f"rungs[{i}].scorer.judge")
                 self.judges[model_key(ref)] = (judge, *model_identity(judge))
-        runtimes = [
-            RungRuntime.from_rung(
-                i,
-                r,
-                name=r.name or self.identities[i][1] or f"rung{i}",
-                provider=self.identities[i][0],
-                model=self.identities[i][1],
-            )
-            for i, r in enumerate(parsed)
-        ]
+        runtimes = runtimes_for(parsed, self.identities, [f"rung{i}" for i in range(len(parsed))])
         # Interrupts (human-in-the-loop) are LangGraph control flow, not rung failures.
         self.engine = Engine(
             runtimes,

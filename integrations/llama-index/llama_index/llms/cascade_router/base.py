@@ -35,7 +35,7 @@ from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, LadderSettings, Rung, as_rungs, check_ladder, load_config
 from cascade_router.decision_log import shared_log
-from cascade_router.engine import Call, Engine, Finished, LiveChunk, RungRuntime, StreamEvent, WholeAnswer
+from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent, WholeAnswer, runtimes_for
 from cascade_router.errors import ConfigError
 from cascade_router.model_io import Request
 from cascade_router.telemetry import Telemetry
@@ -121,16 +121,8 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
             for ref in rung.scorer.models() if rung.scorer is not None else []:
                 judge = resolve_llm(ref, f"rungs[{i}].scorer.judge")
                 self._judges[ref if isinstance(ref, str) else id(ref)] = (judge, *identity(judge))
-        names: list[str] = []
-        for i, rung in enumerate(self.rungs):
-            name = rung.name or self._identities[i][1] or type(self._llms[i]).__name__
-            names.append(name if name not in names else f"{name}#{i}")
-        runtimes = [
-            RungRuntime.from_rung(
-                i, r, name=names[i], provider=self._identities[i][0], model=self._identities[i][1]
-            )
-            for i, r in enumerate(self.rungs)
-        ]
+        runtimes = runtimes_for(self.rungs, self._identities, [type(llm).__name__ for llm in self._llms])
+        names = [r.name for r in runtimes]
         self._engine = Engine(
             runtimes,
             self.on_exhausted,
@@ -146,14 +138,7 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
     def from_config(cls, source: Any, **overrides: Any) -> CascadeLLM:
         """The same YAML / TOML / dict configuration as ``CascadeChatModel.from_config``."""
         config = source if isinstance(source, LadderConfig) else load_config(source)
-        values = {
-            "rungs": config.rungs,
-            "cascade_name": config.name,
-            "on_exhausted": config.on_exhausted,
-            "accept_last": config.accept_last,
-            "annotate": config.annotate,
-        }
-        return cls(**{**values, **overrides})
+        return cls(**{**config.adapter_fields(), "cascade_name": config.name, **overrides})
 
     @classmethod
     def class_name(cls) -> str:
