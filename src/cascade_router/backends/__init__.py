@@ -1,0 +1,1 @@
+"""Native backends: rungs built directly on provider SDKs, no LLM framework needed."""

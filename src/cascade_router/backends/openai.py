@@ -1,0 +1,227 @@
+"""``OpenAIBackend``: a rung on the ``openai`` SDK, for OpenAI or any OpenAI-compatible server
+(vLLM, llama.cpp, Ollama...), with token logprobs requested and read.
+
+```python
+from cascade_router import Cascade, LogprobScorer
+from cascade_router.backends.openai import OpenAIBackend
+
+cascade = Cascade(
+    [
+        {"model": OpenAIBackend("gpt-4o-mini"), "scorer": LogprobScorer(), "threshold": 0.8},
+        {"model": OpenAIBackend("gpt-4o")},
+    ]
+)
+print(cascade.invoke("What is the capital of France?").output.text)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from pydantic import SecretStr
+
+from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
+from cascade_router.openai_format import parse_logprobs
+
+
+def _output(response: Any) -> ModelOutput:
+    choice = response.choices[0]
+    message = choice.message
+    calls: list[ToolCall] = []
+    invalid: list[str] = []
+    for call in message.tool_calls or []:
+        try:
+            args = json.loads(call.function.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            invalid.append(f"{call.function.name}: arguments are not JSON ({exc.msg})")
+            continue
+        if isinstance(args, dict):
+            calls.append(ToolCall(call.function.name, args, call.id))
+        else:
+            invalid.append(f"{call.function.name}: arguments are not a JSON object")
+    usage = response.usage
+    return ModelOutput(
+        text=message.content or "",
+        raw=response,
+        logprobs=parse_logprobs(choice.logprobs),
+        tool_calls=tuple(calls),
+        invalid_tool_calls=tuple(invalid),
+        usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else None,
+        model=response.model,
+        finish_reason=choice.finish_reason,
+        response_id=response.id,
+    )
+
+
+class _Stream:
+    def __init__(self, backend: OpenAIBackend, request: Request) -> None:
+        self._backend = backend
+        self._request = request
+        self._text: list[str] = []
+        self._usage: Usage | None = None
+        self._model: str | None = None
+        self._finish: str | None = None
+        self._id: str | None = None
+
+    def _take(self, chunk: Any) -> str | None:
+        self._model = chunk.model or self._model
+        self._id = chunk.id or self._id
+        if chunk.usage is not None:
+            self._usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        if not chunk.choices:
+            return None
+        choice = chunk.choices[0]
+        self._finish = choice.finish_reason or self._finish
+        delta = choice.delta.content if choice.delta else None
+        if delta:
+            self._text.append(delta)
+        return delta or None
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._backend.client.chat.completions.create(
+            **self._backend.payload(self._request, stream=True)
+        ):
+            delta = self._take(chunk)
+            if delta:
+                yield delta
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        stream = await self._backend.async_client.chat.completions.create(
+            **self._backend.payload(self._request, stream=True)
+        )
+        async for chunk in stream:
+            delta = self._take(chunk)
+            if delta:
+                yield delta
+
+    def output(self) -> ModelOutput:
+        # Streamed chunks of many servers carry no logprobs: a scorer reports the signal missing.
+        return ModelOutput(
+            text="".join(self._text),
+            usage=self._usage,
+            model=self._model,
+            finish_reason=self._finish,
+            response_id=self._id,
+        )
+
+
+class OpenAIBackend:
+    """One model behind the OpenAI chat completions API.
+
+    ``params`` are sent with every request (``max_tokens``, ``temperature``...). The API key comes
+    from ``api_key`` or ``OPENAI_API_KEY`` and is kept as a ``SecretStr``: it appears in no repr,
+    span or log.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | SecretStr | None = None,
+        provider: str | None = "openai",
+        logprobs: bool = True,
+        top_logprobs: int = 2,
+        timeout: float | None = 60.0,
+        max_retries: int = 2,
+        client: Any = None,
+        async_client: Any = None,
+        **params: Any,
+    ) -> None:
+        key = (
+            api_key
+            if isinstance(api_key, SecretStr)
+            else SecretStr(api_key or os.environ.get("OPENAI_API_KEY", ""))
+        )
+        self._model = model
+        self._provider = provider
+        self._key = key
+        self._base_url = base_url
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._client = client
+        self._async_client = async_client
+        self.logprobs = logprobs
+        self.top_logprobs = top_logprobs
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self._model!r}, base_url={self._base_url!r})"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def provider(self) -> str | None:
+        return self._provider
+
+    @property
+    def request_options(self) -> dict[str, Any]:
+        return self.params
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from openai import OpenAI
+
+            self._client = OpenAI(
+                api_key=self._key.get_secret_value() or "missing",
+                base_url=self._base_url,
+                timeout=self._timeout,
+                max_retries=self._max_retries,
+            )
+        return self._client
+
+    @property
+    def async_client(self) -> Any:
+        if self._async_client is None:
+            from openai import AsyncOpenAI
+
+            self._async_client = AsyncOpenAI(
+                api_key=self._key.get_secret_value() or "missing",
+                base_url=self._base_url,
+                timeout=self._timeout,
+                max_retries=self._max_retries,
+            )
+        return self._async_client
+
+    def close(self) -> None:
+        """Close the sync client's connections (the clients are made on first use)."""
+        if self._client is not None:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client's connections; call it before the event loop ends."""
+        if self._async_client is not None:
+            await self._async_client.close()
+
+    def payload(self, request: Request, *, stream: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            **self.params,
+        }
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        elif self.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = self.top_logprobs
+        return body
+
+    def invoke(self, request: Request) -> ModelOutput:
+        return _output(self.client.chat.completions.create(**self.payload(request)))
+
+    async def ainvoke(self, request: Request) -> ModelOutput:
+        return _output(await self.async_client.chat.completions.create(**self.payload(request)))
+
+    def stream(self, request: Request) -> _Stream:
+        return _Stream(self, request)
+
+    def astream(self, request: Request) -> _Stream:
+        return _Stream(self, request)
