@@ -22,7 +22,7 @@ from typing import Any
 from cascade_router import policy
 from cascade_router.attempts import Attempt
 from cascade_router.cascade import Cascade
-from cascade_router.config import LadderConfig, Rung
+from cascade_router.config import LadderConfig
 from cascade_router.datasets import Dataset, DatasetItem
 from cascade_router.engine import Call, Engine
 from cascade_router.errors import ConfigError
@@ -363,10 +363,6 @@ def report(cascade: Cascade, probes: Sequence[ItemProbe], dataset_name: str, *, 
         oracle_curve=oracle,
         metrics=metrics,
     )
-
-
-def config_with_rungs(config: LadderConfig, rungs: Sequence[Rung]) -> LadderConfig:
-    return config.model_copy(update={"rungs": list(rungs)})
 
 
 def auroc(scores: Sequence[float], good: Sequence[bool]) -> float | None:
