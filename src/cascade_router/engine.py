@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import AsyncRetrying, Retrying, stop_after_attempt, wait_exponential
 
@@ -99,6 +99,30 @@ def runtimes_for(
         RungRuntime.from_rung(i, rung, name=names[i], provider=identities[i][0], model=identities[i][1])
         for i, rung in enumerate(rungs)
     ]
+
+
+def model_key(value: Any) -> Any:
+    """Dictionary key for a model reference: strings by value, objects by identity (models are
+    often unhashable pydantic objects)."""
+    return value if isinstance(value, str) else id(value)
+
+
+JudgeT = TypeVar("JudgeT")
+
+
+def resolve_judges(
+    rungs: Sequence[Rung],
+    resolve: Callable[[Any, str], JudgeT],
+    identity: Callable[[JudgeT], tuple[str | None, str | None]],
+) -> dict[Any, tuple[JudgeT, str | None, str | None]]:
+    """Every judge model the rungs' scorers name, resolved once by the adapter's ``resolve(ref,
+    field)`` and keyed by ``model_key``: (model, provider, model name)."""
+    judges: dict[Any, tuple[JudgeT, str | None, str | None]] = {}
+    for i, rung in enumerate(rungs):
+        for ref in rung.scorer.models() if rung.scorer is not None else []:
+            judge = resolve(ref, f"rungs[{i}].scorer.judge")
+            judges[model_key(ref)] = (judge, *identity(judge))
+    return judges
 
 
 Resolver = Callable[[Any, int], Backend]

@@ -25,8 +25,3 @@ def resolve_chat_model(value: Any, field: str) -> BaseChatModel:
         f"expected a LangChain chat model (BaseChatModel) or a 'provider:model' string, "
         f"got {type(value).__name__}",
     )
-
-
-def model_key(value: Any) -> Any:
-    """Dictionary key for a model reference: strings by value, objects by identity."""
-    return value if isinstance(value, str) else id(value)

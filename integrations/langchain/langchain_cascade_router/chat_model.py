@@ -37,6 +37,8 @@ from cascade_router.engine import (
     RungRuntime,
     StreamEvent,
     WholeAnswer,
+    model_key,
+    resolve_judges,
     runtimes_for,
 )
 from cascade_router.model_io import Request
@@ -49,7 +51,7 @@ from langchain_cascade_router._convert import (
     tool_names,
     usage_metadata,
 )
-from langchain_cascade_router._resolve import model_key, resolve_chat_model
+from langchain_cascade_router._resolve import resolve_chat_model
 
 StructuredMethod = Literal["function_calling", "json_mode", "json_schema"]
 
@@ -202,11 +204,7 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
         super().model_post_init(context)
         models = [r.model for r in self.rungs]
         identities = [model_identity(m) for m in models]
-        judges: dict[Any, tuple[BaseChatModel, str | None, str | None]] = {}
-        for i, rung in enumerate(self.rungs):
-            for ref in rung.scorer.models() if rung.scorer is not None else []:
-                judge = resolve_chat_model(ref, f"rungs[{i}].scorer.judge")
-                judges[model_key(ref)] = (judge, *model_identity(judge))
+        judges = resolve_judges(self.rungs, resolve_chat_model, model_identity)
         runtimes = [
             _with_defaults(rt, self.timeout, self.max_retries)
             for rt in runtimes_for(self.rungs, identities, [type(m).__name__ for m in models])

@@ -14,13 +14,13 @@ from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import Rung, as_rungs, check_ladder
 from cascade_router.decision_log import DecisionLog, shared_log
-from cascade_router.engine import Call, Engine, runtimes_for
+from cascade_router.engine import Call, Engine, model_key, resolve_judges, runtimes_for
 from cascade_router.model_io import ModelOutput, Request
 from cascade_router.policy import OnExhausted
 from cascade_router.telemetry import Telemetry
 from langchain_cascade_router._backend import LangChainBackend, model_identity
 from langchain_cascade_router._convert import to_core_messages, to_output, tool_names, usage_metadata
-from langchain_cascade_router._resolve import model_key, resolve_chat_model
+from langchain_cascade_router._resolve import resolve_chat_model
 
 
 def _ai_message(response: Any) -> AIMessage:
@@ -124,11 +124,7 @@ class CascadeMiddleware(AgentMiddleware):
         self._name = name
         self.models = [resolve_chat_model(r.model, f"rungs[{i}].model") for i, r in enumerate(parsed)]
         self.identities = [model_identity(m) for m in self.models]
-        self.judges: dict[Any, tuple[BaseChatModel, str | None, str | None]] = {}
-        for i, rung in enumerate(parsed):
-            for ref in rung.scorer.models() if rung.scorer is not None else []:
-                judge = resolve_chat_model(ref, f"rungs[{i}].scorer.judge")
-                self.judges[model_key(ref)] = (judge, *model_identity(judge))
+        self.judges = resolve_judges(parsed, resolve_chat_model, model_identity)
         runtimes = runtimes_for(parsed, self.identities, [f"rung{i}" for i in range(len(parsed))])
         # Interrupts (human-in-the-loop) are LangGraph control flow, not rung failures.
         self.engine = Engine(

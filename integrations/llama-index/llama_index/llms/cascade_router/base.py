@@ -35,7 +35,17 @@ from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, LadderSettings, Rung, as_rungs, check_ladder, load_config
 from cascade_router.decision_log import shared_log
-from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent, WholeAnswer, runtimes_for
+from cascade_router.engine import (
+    Call,
+    Engine,
+    Finished,
+    LiveChunk,
+    StreamEvent,
+    WholeAnswer,
+    model_key,
+    resolve_judges,
+    runtimes_for,
+)
 from cascade_router.errors import ConfigError
 from cascade_router.model_io import Request
 from cascade_router.telemetry import Telemetry
@@ -116,11 +126,7 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
         super().model_post_init(context)
         self._llms = [r.model for r in self.rungs]
         self._identities = [identity(llm) for llm in self._llms]
-        self._judges = {}
-        for i, rung in enumerate(self.rungs):
-            for ref in rung.scorer.models() if rung.scorer is not None else []:
-                judge = resolve_llm(ref, f"rungs[{i}].scorer.judge")
-                self._judges[ref if isinstance(ref, str) else id(ref)] = (judge, *identity(judge))
+        self._judges = resolve_judges(self.rungs, resolve_llm, identity)
         runtimes = runtimes_for(self.rungs, self._identities, [type(llm).__name__ for llm in self._llms])
         names = [r.name for r in runtimes]
         self._engine = Engine(
@@ -185,7 +191,7 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
             if model is None:
                 llm, provider, name = self._llms[rung], *self._identities[rung]
             else:
-                llm, provider, name = self._judges[model if isinstance(model, str) else id(model)]
+                llm, provider, name = self._judges[model_key(model)]
             return LlamaIndexBackend(llm, provider=provider, model=name)
 
         tool_names = frozenset(t.metadata.get_name() for t in tools) if tools else None
