@@ -26,13 +26,17 @@ def gemma(url: str, **kw: object) -> OpenAIBackend:
 
 @pytest.mark.parametrize(("threshold", "answered"), [(0.0, "gemma-3-270m"), (1.0, "strong")])
 def test_real_logprobs_decide(local_llm: str, threshold: float, answered: str) -> None:
+    backend = gemma(local_llm)
     cascade = Cascade(
         [
-            {"model": gemma(local_llm), "scorer": LogprobScorer(), "threshold": threshold},
+            {"model": backend, "scorer": LogprobScorer(), "threshold": threshold},
             {"model": ScriptedBackend("strong", ["Paris."])},
         ]
     )
-    result = cascade.invoke(QUESTION)
+    try:
+        result = cascade.invoke(QUESTION)
+    finally:
+        backend.close()  # an unclosed connection would warn during some later test
     first = result.attempts[0]
     assert first.method == "logprob"
     assert first.score is not None
@@ -58,8 +62,12 @@ async def test_async_and_stream(local_llm: str) -> None:
     assert result.output.text
     # The final rung streams live. This server streams text only: no logprobs, and no usage even
     # when asked (stream_options.include_usage), so tokens and cost are unknown, never 0.
-    live = Cascade([{"model": gemma(local_llm)}])
-    events = list(live.stream(QUESTION))
+    streamed = gemma(local_llm)
+    live = Cascade([{"model": streamed}])
+    try:
+        events = list(live.stream(QUESTION))
+    finally:
+        streamed.close()
     chunks = [e.native for e in events if isinstance(e, LiveChunk)]
     finished = events[-1].result  # type: ignore[union-attr]
     assert len(chunks) > 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.llms.cascade_router import CascadeLLM
@@ -14,7 +15,7 @@ from llama_index.llms.openai_like import OpenAILike
 from cascade_router import LogprobScorer
 
 
-def gemma(url: str) -> OpenAILike:
+def gemma(url: str, http_client: httpx.Client) -> OpenAILike:
     # max_tokens bounded: this server generates to the end of its context otherwise, and it does
     # not stop when a client gives up.
     return OpenAILike(
@@ -24,6 +25,7 @@ def gemma(url: str) -> OpenAILike:
         is_chat_model=True,
         max_tokens=8,
         timeout=60,
+        http_client=http_client,
         max_retries=0,
         logprobs=True,
         top_logprobs=2,
@@ -33,13 +35,20 @@ def gemma(url: str) -> OpenAILike:
 
 @pytest.mark.parametrize(("threshold", "answered"), [(0.0, "local"), (1.0, "strong")])
 def test_real_logprobs_decide(local_llm: str, threshold: float, answered: str) -> None:
-    llm = CascadeLLM(
-        rungs=[
-            {"model": gemma(local_llm), "name": "local", "scorer": LogprobScorer(), "threshold": threshold},
-            {"model": ScriptedLLM(model_name="strong", replies=["Paris."]), "name": "strong"},
-        ]
-    )
-    response = llm.chat([ChatMessage(role=MessageRole.USER, content="What is the capital of France?")])
+    # Our own HTTP client, closed here: an unclosed connection would warn during a later test.
+    with httpx.Client() as http_client:
+        llm = CascadeLLM(
+            rungs=[
+                {
+                    "model": gemma(local_llm, http_client),
+                    "name": "local",
+                    "scorer": LogprobScorer(),
+                    "threshold": threshold,
+                },
+                {"model": ScriptedLLM(model_name="strong", replies=["Paris."]), "name": "strong"},
+            ]
+        )
+        response = llm.chat([ChatMessage(role=MessageRole.USER, content="What is the capital of France?")])
     cascade: dict[str, Any] = response.additional_kwargs["cascade"]
     first = cascade["attempts"][0]
     assert first["method"] == "logprob"
