@@ -41,6 +41,9 @@ def local_llm() -> Iterator[str]:
     import sys
     from pathlib import Path
 
+    if os.environ.get("CASCADE_LLM_URL"):  # a server already running (while developing)
+        yield os.environ["CASCADE_LLM_URL"]
+        return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import local_llm as server_script
 

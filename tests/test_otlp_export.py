@@ -3,84 +3,27 @@ at a receiver started inside the test (HTTP and gRPC)."""
 
 from __future__ import annotations
 
-import gzip
-import threading
 from collections.abc import Iterator
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from cascade_router.otel import configure_tracing
 from cascade_router.telemetry import Telemetry
 from cascade_router.testing import Reply
 from langchain_cascade_router import CascadeChatModel, LogprobScorer
 from langchain_cascade_router.testing import ScriptedChatModel
-
-
-class Received:
-    def __init__(self) -> None:
-        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
-        self.paths: list[str] = []
-
-    def spans(self) -> dict[str, dict[str, Any]]:
-        """Span name -> attributes, over every request received."""
-        out = {}
-        for req in self.requests:
-            for rs in req.resource_spans:
-                for ss in rs.scope_spans:
-                    for span in ss.spans:
-                        out[span.name] = {kv.key: _value(kv.value) for kv in span.attributes}
-        return out
-
-    def service_names(self) -> set[str]:
-        return {
-            _value(kv.value)
-            for req in self.requests
-            for rs in req.resource_spans
-            for kv in rs.resource.attributes
-            if kv.key == "service.name"
-        }
-
-
-def _value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    return getattr(v, kind) if kind else None
+from tests.otlp_receiver import Received
+from tests.otlp_receiver import http_receiver as start_http_receiver
 
 
 @pytest.fixture
 def http_receiver() -> Iterator[tuple[str, Received]]:
-    received = Received()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            received.paths.append(self.path)
-            received.requests.append(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
-            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", received
-    server.shutdown()
-    server.server_close()
+    with start_http_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture

@@ -82,9 +82,36 @@ def test_duplicate_names() -> None:
         )
 
 
-def test_core_rung_model_must_be_a_backend() -> None:
-    with pytest.raises(ConfigError, match=r"^rungs\[0\]\.model: expected a cascade_router Backend, got str"):
-        Cascade([{"model": "openai:gpt-5-nano"}])
+def test_core_rung_model_must_be_a_backend_or_a_native_spec() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^rungs\[0\]\.model: expected a cascade_router Backend, .* got int"
+    ):
+        Cascade([{"model": 42}])
+    with pytest.raises(ConfigError, match=r"^rungs\[0\]\.model: expected 'provider:model'"):
+        Cascade([{"model": "gpt-5-nano"}])
+    with pytest.raises(ConfigError, match=r"^rungs\[1\]\.model: no native backend for provider 'mistral'"):
+        Cascade([{"model": "openai:gpt-5-nano"}, {"model": "mistral:large"}])
+    with pytest.raises(ConfigError, match=r"^rungs\[0\]\.model: a model mapping needs string 'provider'"):
+        Cascade([{"model": {"model": "gpt-5-nano"}}])
+    # Strings and mappings build the native backends, with their options.
+    cascade = Cascade(
+        [
+            {"model": "anthropic:claude-haiku-4-5"},
+            {
+                "model": {
+                    "provider": "openai",
+                    "model": "gemma",
+                    "base_url": "http://127.0.0.1:1/v1",
+                    "max_tokens": 8,
+                }
+            },
+        ]
+    )
+    assert [(b.provider, b.model) for b in cascade.backends] == [
+        ("anthropic", "claude-haiku-4-5"),
+        ("openai", "gemma"),
+    ]
+    assert cascade.backends[1].request_options == {"max_tokens": 8}  # type: ignore[attr-defined]
 
 
 def test_missing_model() -> None:

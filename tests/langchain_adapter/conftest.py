@@ -36,3 +36,17 @@ def make_ladder() -> Factory:
 
 CONFIDENT = Reply("Paris", confidence=0.95)
 UNSURE = Reply("Lyon, probably", confidence=0.3)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A standard-suite class lists its expected failures and skips, each with its reason, in
+    ``expected_failures`` / ``skipped_tests``; parametrized tests keep their parameters."""
+    for item in items:
+        cls = getattr(item, "cls", None)
+        name = getattr(item, "originalname", item.name)
+        reason = getattr(cls, "expected_failures", {}).get(name)
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+        reason = getattr(cls, "skipped_tests", {}).get(name)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))

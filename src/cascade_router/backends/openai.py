@@ -165,6 +165,11 @@ class OpenAIBackend:
         return self.params
 
     @property
+    def returns_logprobs(self) -> bool:
+        """Whether answers carry logprobs (asked for on non-streamed calls)."""
+        return self.logprobs
+
+    @property
     def client(self) -> Any:
         if self._client is None:
             from openai import OpenAI

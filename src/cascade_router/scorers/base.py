@@ -59,6 +59,11 @@ class Scorer(BaseModel):
         """Model references this scorer calls (judges), so adapters can resolve them up front."""
         return []
 
+    def needs_logprobs(self) -> bool:
+        """True when this scorer can never give a value without the answer's logprobs, so that a
+        ladder can refuse it on a model that returns none."""
+        return False
+
     def score(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
         raise NotImplementedError
 

@@ -91,6 +91,9 @@ class FirstAvailableScorer(Scorer):
     def models(self) -> list[Any]:
         return [m for scorer in self.scorers for m in scorer.models()]
 
+    def needs_logprobs(self) -> bool:
+        return all(scorer.needs_logprobs() for scorer in self.scorers)
+
     def score(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
         reasons = []
         for scorer in self.scorers:

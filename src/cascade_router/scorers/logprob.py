@@ -33,6 +33,9 @@ class LogprobScorer(Scorer):
     skip_whitespace: bool = True
     """Leave out tokens that are only whitespace: they are near-certain and dilute the signal."""
 
+    def needs_logprobs(self) -> bool:
+        return True
+
     def score(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
         if output.logprobs is None:
             return Score.missing_signal("logprob", "no logprobs returned")

@@ -1,0 +1,240 @@
+"""``AnthropicBackend``: a rung on the ``anthropic`` SDK (the Messages API).
+
+Anthropic returns no token logprobs, so a rung on it needs a scorer that does not read them: a
+judge, a validity check, a learned or a callable scorer. A ``logprob`` scorer on it is refused
+when the ladder is built, instead of escalating every request for a missing signal.
+
+```python
+from cascade_router import Cascade, JudgeScorer
+from cascade_router.backends.anthropic import AnthropicBackend
+
+cascade = Cascade(
+    [
+        {"model": AnthropicBackend("claude-haiku-4-5"), "scorer": JudgeScorer(), "threshold": 0.7},
+        {"model": AnthropicBackend("claude-opus-4-6")},
+    ]
+)
+```
+
+The SDK retries rate limits (429) and overload (529) itself, ``max_retries`` times, honouring the
+server's ``retry-after``; when those retries are spent the cascade falls back to the next rung.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from pydantic import SecretStr
+
+from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
+
+
+def _output(response: Any) -> ModelOutput:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    invalid: list[str] = []
+    for block in response.content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            if isinstance(block.input, dict):
+                calls.append(ToolCall(block.name, block.input, block.id))
+            else:
+                invalid.append(f"{block.name}: input is not a JSON object")
+    usage = response.usage
+    return ModelOutput(
+        text="".join(texts),
+        raw=response,
+        logprobs=None,  # the Messages API has none
+        tool_calls=tuple(calls),
+        invalid_tool_calls=tuple(invalid),
+        usage=Usage(usage.input_tokens, usage.output_tokens) if usage else None,
+        model=response.model,
+        finish_reason=response.stop_reason,
+        response_id=response.id,
+    )
+
+
+class _Stream:
+    """Reads the Messages API's server-sent events: text deltas, then usage and stop reason."""
+
+    def __init__(self, backend: AnthropicBackend, request: Request) -> None:
+        self._backend = backend
+        self._request = request
+        self._text: list[str] = []
+        self._input: int | None = None
+        self._output: int | None = None
+        self._model: str | None = None
+        self._finish: str | None = None
+        self._id: str | None = None
+
+    def _take(self, event: Any) -> str | None:
+        match event.type:
+            case "message_start":
+                self._model = event.message.model
+                self._id = event.message.id
+                self._input = event.message.usage.input_tokens
+                self._output = event.message.usage.output_tokens
+            case "content_block_delta" if event.delta.type == "text_delta":
+                self._text.append(event.delta.text)
+                return str(event.delta.text) or None
+            case "message_delta":
+                self._finish = event.delta.stop_reason or self._finish
+                if event.usage is not None:
+                    self._output = event.usage.output_tokens
+            case _:
+                pass
+        return None
+
+    def __iter__(self) -> Iterator[str]:
+        events = self._backend.client.messages.create(**self._backend.payload(self._request), stream=True)
+        for event in events:
+            delta = self._take(event)
+            if delta:
+                yield delta
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        stream = await self._backend.async_client.messages.create(
+            **self._backend.payload(self._request), stream=True
+        )
+        async for event in stream:
+            delta = self._take(event)
+            if delta:
+                yield delta
+
+    def output(self) -> ModelOutput:
+        usage = Usage(self._input, self._output or 0) if self._input is not None else None
+        return ModelOutput(
+            text="".join(self._text),
+            usage=usage,
+            model=self._model,
+            finish_reason=self._finish,
+            response_id=self._id,
+        )
+
+
+class AnthropicBackend:
+    """One Claude model behind the Messages API.
+
+    ``max_tokens`` is required by the API, so it has a default here. ``params`` are sent with every
+    request (``temperature``, ``top_p``...). The key comes from ``api_key`` or ``ANTHROPIC_API_KEY``
+    and is kept as a ``SecretStr``: it appears in no repr, span or log.
+    """
+
+    returns_logprobs = False
+    """Read by ``Cascade`` to refuse a logprob scorer on this rung when the ladder is built."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_tokens: int = 1024,
+        base_url: str | None = None,
+        api_key: str | SecretStr | None = None,
+        timeout: float | None = 60.0,
+        max_retries: int = 2,
+        client: Any = None,
+        async_client: Any = None,
+        http_client: Any = None,
+        async_http_client: Any = None,
+        **params: Any,
+    ) -> None:
+        """``client`` / ``async_client``: ready SDK clients to use instead of making them.
+        ``http_client`` / ``async_http_client``: the HTTP clients the SDK clients it makes should
+        use (proxies, custom transports, replayed traffic in tests)."""
+        self._http = (http_client, async_http_client)
+        self._model = model
+        self._key = (
+            api_key
+            if isinstance(api_key, SecretStr)
+            else SecretStr(api_key or os.environ.get("ANTHROPIC_API_KEY", ""))
+        )
+        self._base_url = base_url
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._client = client
+        self._async_client = async_client
+        self.max_tokens = max_tokens
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"AnthropicBackend({self._model!r})"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def provider(self) -> str:
+        return "anthropic"
+
+    @property
+    def request_options(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, **self.params}
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "api_key": self._key.get_secret_value() or "missing",
+            "base_url": self._base_url,
+            "timeout": self._timeout,
+            "max_retries": self._max_retries,
+        }
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from anthropic import Anthropic
+
+            self._client = Anthropic(**self._options(), http_client=self._http[0])
+        return self._client
+
+    @property
+    def async_client(self) -> Any:
+        if self._async_client is None:
+            from anthropic import AsyncAnthropic
+
+            self._async_client = AsyncAnthropic(**self._options(), http_client=self._http[1])
+        return self._async_client
+
+    def close(self) -> None:
+        """Close the sync client's connections (the clients are made on first use)."""
+        if self._client is not None:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client's connections; call it before the event loop ends."""
+        if self._async_client is not None:
+            await self._async_client.close()
+
+    def payload(self, request: Request) -> dict[str, Any]:
+        # The Messages API takes the system prompt apart from the turns, and only user and
+        # assistant turns; a plain-text tool result is passed on as the user's turn.
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        turns = [
+            {"role": "assistant" if m.role == "assistant" else "user", "content": m.content}
+            for m in request.messages
+            if m.role != "system"
+        ]
+        body: dict[str, Any] = {
+            "model": self._model,
+            "max_tokens": self.max_tokens,
+            "messages": turns,
+            **self.params,
+        }
+        if system:
+            body["system"] = system
+        return body
+
+    def invoke(self, request: Request) -> ModelOutput:
+        return _output(self.client.messages.create(**self.payload(request)))
+
+    async def ainvoke(self, request: Request) -> ModelOutput:
+        return _output(await self.async_client.messages.create(**self.payload(request)))
+
+    def stream(self, request: Request) -> _Stream:
+        return _Stream(self, request)
+
+    def astream(self, request: Request) -> _Stream:
+        return _Stream(self, request)
