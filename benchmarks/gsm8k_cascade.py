@@ -23,43 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cascade_router import calibration
+from cascade_router import calibration, demo
 from cascade_router import evaluation as ev
-from cascade_router.config import LadderConfig
 from cascade_router.datasets import Dataset
-from cascade_router.learned import Example, LearnedScorer, cross_fit, fit
+from cascade_router.demo import PRICES
+from cascade_router.learned import LearnedScorer, cross_fit, fit
 
-WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
-STRONG = "gpt-4-1106-preview"
-PRICES = {
-    WEAK: {"input_per_mtok": 0.24, "output_per_mtok": 0.24},
-    STRONG: {"input_per_mtok": 10.0, "output_per_mtok": 30.0},
-}
+# The ladder, prices and examples are the demo's (``cascade-router demo`` shows this benchmark's run).
+examples = demo.examples
+ladder = demo.gsm8k_ladder
 SEED = 0
 RESULTS = Path(__file__).parent / "results"
-
-
-def examples(ds: Dataset, ids: list[str]) -> list[Example]:
-    return [
-        Example(str(ds.get(i).request), ds.get(i).answers[WEAK].text, ds.get(i).answers[WEAK].quality >= 0.5)
-        for i in ids
-    ]
-
-
-def ladder(scorer: Any, threshold: float = 0.5) -> LadderConfig:
-    return LadderConfig(
-        name="gsm8k-mixtral-gpt4",
-        rungs=[
-            {
-                "model": WEAK,
-                "name": "mixtral",
-                "scorer": scorer,
-                "threshold": threshold,
-                "price": PRICES[WEAK],
-            },
-            {"model": STRONG, "name": "gpt-4", "price": PRICES[STRONG]},
-        ],
-    )
 
 
 def metrics_of(probes: list[ev.ItemProbe], cascade: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cascade_router import _cli_eval
+from cascade_router import _cli_demo, _cli_eval
 from cascade_router.decision_log import DecisionLog, database_url
 from cascade_router.log_stats import summarize
 
@@ -22,6 +22,7 @@ app = typer.Typer(
 log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
 _cli_eval.register(app)
+_cli_demo.register(app)
 
 
 def _out() -> Console:
