@@ -1,6 +1,6 @@
 """A real OpenAI-compatible LLM server on loopback: llama.cpp serving Gemma 3 270M (both from PyPI).
 
-    python scripts/local_llm.py serve        # start it in the foreground, print its URL
+    python scripts/local_llm.py serve        # start it on port 8177 in the foreground
     python scripts/local_llm.py check        # say whether the pieces are installed
 
 The server runs in its own virtual environment (``.venv-llm``, made by ``.ci/run``: llama-cpp-python
@@ -54,11 +54,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(timeout: float = 120.0) -> Server:
+def start(timeout: float = 120.0, port: int | None = None) -> Server:
+    """Start the server on ``port`` (None: a free one) and wait until it answers."""
     reason = missing()
     if reason:
         raise RuntimeError(reason)
-    port = _free_port()
+    port = port or _free_port()
     log = ROOT / "models" / f"server-{port}.log"
     log.parent.mkdir(exist_ok=True)
     with log.open("wb") as out:
@@ -115,7 +116,8 @@ def main() -> None:
     if command == "check":
         print(missing() or f"ready: {PYTHON} serving {MODEL}")
     elif command == "serve":
-        server = start()
+        # The port `cascade-router demo --local` expects by default.
+        server = start(port=int(os.environ.get("CASCADE_LLM_PORT", "8177")))
         print(f"serving {MODEL_NAME} at {server.url} (Ctrl-C to stop)", flush=True)
         try:
             server.process.wait()

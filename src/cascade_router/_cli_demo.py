@@ -157,6 +157,8 @@ def register(app: typer.Typer) -> None:
         server (python scripts/local_llm.py serve). --config: your ladder, live.
         """
         console = Console(highlight=False)
+        if not console.is_terminal:
+            console.width = 100  # piped into a file or a pager: keep each request on one line
         if local and config is not None:
             raise typer.BadParameter("give --local or --config, not both")
         if local:

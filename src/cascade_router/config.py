@@ -29,11 +29,16 @@ from cascade_router.scorers import Scorer, parse_scorer
 class Rung(BaseModel):
     """One model of the ladder and the rule for accepting its answers."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, frozen=True, use_attribute_docstrings=True
+    )
 
     model: Any
-    """The model: an object of the framework in use (a LangChain chat model, a core
-    ``Backend``) or a ``provider:model`` string that the adapter resolves."""
+    """The model: an object of the framework in use (a LangChain chat model, a LlamaIndex LLM, a
+    core ``Backend``) or a ``provider:model`` string that the adapter resolves (LangChain with
+    ``init_chat_model``; the core ``Cascade`` with its native ``openai`` / ``anthropic`` backends,
+    which also take a mapping of ``provider``, ``model`` and backend options such as
+    ``base_url`` and ``max_tokens``)."""
     name: str | None = None
     """Shown in results, traces and logs; defaults to the model's name."""
     scorer: Scorer | None = None
@@ -80,6 +85,8 @@ class Rung(BaseModel):
 class LadderSettings(BaseModel):
     """Ladder-wide behaviour shared by every adapter."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     on_exhausted: OnExhausted = "raise"
     """When no rung is accepted: ``raise`` a ``CascadeExhaustedError`` holding every attempt's
     error, or return the ``best``-scored answer."""
@@ -92,7 +99,7 @@ class LadderSettings(BaseModel):
 class LadderConfig(LadderSettings):
     """A whole ladder, as loaded from a file or a dict."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True)
 
     name: str = "cascade"
     """Name of the cascade in traces and logs."""

@@ -37,7 +37,7 @@ _PROVIDER_ALIASES = {
 class Price(BaseModel):
     """A model's price in US dollars per million tokens, stated by the user."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     input_per_mtok: float = Field(ge=0)
     """Dollars per million input (prompt) tokens."""

@@ -50,7 +50,9 @@ class Scorer(BaseModel):
     ``LogprobScorer(aggregate="min")`` build the same object.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True
+    )
 
     method: ClassVar[str] = "callable"
     """The ``Score.method`` this scorer reports."""
