@@ -65,18 +65,27 @@ def test_one_tree_beside_the_instrumentation(spans: InMemorySpanExporter) -> Non
             ("chat strong", "cascade.rung 1 strong"),
         ]
     )
-    # The instrumentation's span for the cascade run carries the cascade's total usage, so with
-    # the cascade's own inference spans on as well a backend would count every token twice...
+    # The cascade's own run reports no usage to callbacks (its rung runs report theirs), so the
+    # cascade's inference spans hold every token once. This instrumentation (1.3b0) still puts
+    # one nested rung call's tokens on its span for the cascade run: a backend summing every chat
+    # span counts that call twice.
     assert message.usage_metadata is not None
-    assert llm_tokens(spans) == 2 * message.usage_metadata["input_tokens"]
+    ours = sum(
+        int((s.attributes or {}).get("gen_ai.usage.input_tokens", 0))  # type: ignore[arg-type]
+        for s in spans.get_finished_spans()
+        if s.name in ("chat cheap", "chat strong")
+    )
+    assert ours == message.usage_metadata["input_tokens"] == 2
+    assert llm_tokens(spans) == ours + 1
 
 
 @pytest.mark.usefixtures("instrumented")
-def test_inference_spans_off_counts_each_token_once(spans: InMemorySpanExporter) -> None:
-    # ...which is what inference_spans=False is for.
+def test_inference_spans_off_leaves_the_instrumentations_spans(spans: InMemorySpanExporter) -> None:
+    # With inference_spans=False only the instrumentation's span for the cascade run is a chat span,
+    # and it holds one rung call's tokens, not the request's: keep inference spans on beside it.
     message = build(inference_spans=False).invoke("q")
     assert message.usage_metadata is not None
-    assert llm_tokens(spans) == message.usage_metadata["input_tokens"]
+    assert llm_tokens(spans) == 1 < message.usage_metadata["input_tokens"]
     names = sorted(s.name for s in spans.get_finished_spans())
     assert names == [
         "cascade.rung 0 cheap",

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -309,3 +309,33 @@ async def test_rung_timeout_falls_back_sync_and_async() -> None:
     assert len(recorder.runs) == 3
     message = await build().ainvoke("q")
     assert message.content == "on time"
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream", "batch"])
+async def test_callbacks_count_each_token_once(mode: str) -> None:
+    """Rung runs report their own usage to callback handlers and the cascade's run none, so a
+    handler that sums a trace (LangSmith, get_usage_metadata_callback) counts every token once, under
+    the model that spent it, while the returned message carries the request's total."""
+    cheap = ScriptedChatModel(model_name="cheap", replies=[Reply("no", confidence=0.2, usage=(10, 5))])
+    strong = ScriptedChatModel(model_name="strong", replies=[Reply("yes", usage=(12, 7))])
+    llm = CascadeChatModel(
+        rungs=[{"model": cheap, "scorer": LogprobScorer(), "threshold": 0.8}, {"model": strong}]
+    )
+    with get_usage_metadata_callback() as counted:
+        if mode == "invoke":
+            message = llm.invoke("q")
+        elif mode == "ainvoke":
+            message = await llm.ainvoke("q")
+        elif mode == "batch":
+            (message,) = llm.batch(["q"])
+        else:
+            chunks = list(llm.stream("q")) if mode == "stream" else [c async for c in llm.astream("q")]
+            message = chunks[0]
+            for chunk in chunks[1:]:
+                message = message + chunk  # type: ignore[assignment]
+    assert message.usage_metadata is not None
+    assert (message.usage_metadata["input_tokens"], message.usage_metadata["output_tokens"]) == (22, 12)
+    assert {k: (v["input_tokens"], v["output_tokens"]) for k, v in counted.usage_metadata.items()} == {
+        "cheap": (10, 5),
+        "strong": (12, 7),
+    }

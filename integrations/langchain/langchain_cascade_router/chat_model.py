@@ -12,13 +12,15 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManager,
     CallbackManagerForLLMRun,
+    Callbacks,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -41,7 +43,7 @@ from cascade_router.engine import (
     resolve_judges,
     runtimes_for,
 )
-from cascade_router.model_io import Request
+from cascade_router.model_io import Request, Usage
 from cascade_router.telemetry import Telemetry
 from langchain_cascade_router._backend import LangChainBackend, model_identity
 from langchain_cascade_router._convert import (
@@ -431,13 +433,23 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
         request = Request(messages, to_messages=to_core_messages, tool_names=ladder.tool_names)
         return Call(request, _LazyBackends(len(runnables), build), resolve)
 
+    # Token usage. The rungs' calls are child runs that report their own usage to callback
+    # handlers (LangSmith, get_usage_metadata_callback, OpenTelemetry instrumentations), so the
+    # cascade's own run reports none: handlers summing a trace would count every token twice.
+    # The caller still gets the request's total on the message: `generate`, `agenerate`,
+    # `stream` and `astream` add it after the callbacks have seen the run (`_with_totals`).
+
     def _message(self, result: Result) -> AIMessage:
         raw = result.output.raw
         assert isinstance(raw, AIMessage)
         model = result.answered_by.model
         update: dict[str, Any] = {
-            "response_metadata": {**raw.response_metadata, "model_name": model, "cascade": result.to_dict()},
-            "usage_metadata": usage_metadata(result.usage),
+            "response_metadata": {
+                **raw.response_metadata,
+                "model_name": model,
+                "cascade": _cascade_metadata(result),
+            },
+            "usage_metadata": None,
         }
         if self.annotate and self._ladder.parser is None:
             update["content"] = _annotate(raw.content, model)
@@ -450,7 +462,8 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
             generations=[ChatGeneration(message=message)],
             llm_output={
                 "model_name": result.answered_by.model,
-                "token_usage": {
+                # Not "token_usage": handlers read that key as this run's own usage.
+                "cascade_token_usage": {
                     "prompt_tokens": usage.input_tokens,
                     "completion_tokens": usage.output_tokens,
                     "total_tokens": usage.total_tokens,
@@ -464,13 +477,53 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         for output in outputs:
             for key in usage:
-                usage[key] += output["token_usage"][key]
+                usage[key] += output["cascade_token_usage"][key]
         names = list(dict.fromkeys(str(o["model_name"]) for o in outputs))
         return {
             "model_name": ",".join(names),
             "model_names": [o["model_name"] for o in outputs],
-            "token_usage": usage,
+            "cascade_token_usage": usage,
         }
+
+    def generate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Callbacks = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        return _with_totals(super().generate(messages, stop, callbacks, **kwargs))
+
+    async def agenerate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Callbacks = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        return _with_totals(await super().agenerate(messages, stop, callbacks, **kwargs))
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        for chunk in super().stream(input, config, stop=stop, **kwargs):
+            yield _chunk_with_totals(chunk)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            yield _chunk_with_totals(chunk)
 
     @property
     def engine(self) -> Engine:
@@ -507,9 +560,7 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
         content = _annotate("", model) if self.annotate and self._ladder.parser is None else ""
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=content,
-                response_metadata={"model_name": model, "cascade": result.to_dict()},
-                usage_metadata=usage_metadata(result.usage),
+                content=content, response_metadata={"model_name": model, "cascade": _cascade_metadata(result)}
             )
         )
 
@@ -538,6 +589,52 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
             if run_manager is not None and not isinstance(event, Finished):
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+
+def _cascade_metadata(result: Result) -> dict[str, Any]:
+    """``response_metadata["cascade"]``: the result, and the request's total tokens (every
+    attempt and judge call), from which the caller's ``usage_metadata`` is set."""
+    usage = result.usage
+    return {
+        **result.to_dict(),
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+    }
+
+
+def _totals(message: BaseMessage) -> UsageMetadata | None:
+    cascade = message.response_metadata.get("cascade")
+    if not isinstance(cascade, dict) or "usage" not in cascade:
+        return None
+    return usage_metadata(Usage(cascade["usage"]["input_tokens"], cascade["usage"]["output_tokens"]))
+
+
+def _with_totals(result: LLMResult) -> LLMResult:
+    """The caller's copy of a result, after the callbacks saw it: each message gets its request's
+    total usage, and ``llm_output`` the batch's as ``token_usage``."""
+
+    def with_usage(gen: Generation) -> Generation:
+        totals = _totals(gen.message) if isinstance(gen, ChatGeneration) else None
+        if not isinstance(gen, ChatGeneration) or totals is None:
+            return gen
+        message = gen.message.model_copy(update={"usage_metadata": totals})
+        return ChatGeneration(message=message, generation_info=gen.generation_info)
+
+    llm_output = dict(result.llm_output or {})
+    if "cascade_token_usage" in llm_output:
+        llm_output["token_usage"] = llm_output.pop("cascade_token_usage")
+    return LLMResult(
+        generations=[[with_usage(g) for g in gens] for gens in result.generations],
+        llm_output=llm_output,
+        run=result.run,
+        type=result.type,
+    )
+
+
+def _chunk_with_totals(chunk: AIMessageChunk) -> AIMessageChunk:
+    if chunk.usage_metadata is not None:
+        return chunk
+    totals = _totals(chunk)
+    return chunk if totals is None else chunk.model_copy(update={"usage_metadata": totals})
 
 
 def _with_defaults(rt: RungRuntime, timeout: float | None, max_retries: int) -> RungRuntime:
