@@ -22,12 +22,12 @@ server's ``retry-after``; when those retries are spent the cascade falls back to
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pydantic import SecretStr
 
+from cascade_router.backends._sdk import SDKBackend
 from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 
 
@@ -115,7 +115,7 @@ class _Stream:
         )
 
 
-class AnthropicBackend:
+class AnthropicBackend(SDKBackend):
     """One Claude model behind the Messages API.
 
     ``max_tokens`` is required by the API, so it has a default here. ``params`` are sent with every
@@ -123,6 +123,7 @@ class AnthropicBackend:
     and is kept as a ``SecretStr``: it appears in no repr, span or log.
     """
 
+    key_env = "ANTHROPIC_API_KEY"
     returns_logprobs = False
     """Read by ``Cascade`` to refuse a logprob scorer on this rung when the ladder is built."""
 
@@ -144,27 +145,21 @@ class AnthropicBackend:
         """``client`` / ``async_client``: ready SDK clients to use instead of making them.
         ``http_client`` / ``async_http_client``: the HTTP clients the SDK clients it makes should
         use (proxies, custom transports, replayed traffic in tests)."""
-        self._http = (http_client, async_http_client)
-        self._model = model
-        self._key = (
-            api_key
-            if isinstance(api_key, SecretStr)
-            else SecretStr(api_key or os.environ.get("ANTHROPIC_API_KEY", ""))
+        super().__init__(
+            model,
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            client=client,
+            async_client=async_client,
         )
-        self._base_url = base_url
-        self._timeout = timeout
-        self._max_retries = max_retries
-        self._client = client
-        self._async_client = async_client
+        self._http = (http_client, async_http_client)
         self.max_tokens = max_tokens
         self.params = params
 
     def __repr__(self) -> str:
         return f"AnthropicBackend({self._model!r})"
-
-    @property
-    def model(self) -> str:
-        return self._model
 
     @property
     def provider(self) -> str:
@@ -174,39 +169,12 @@ class AnthropicBackend:
     def request_options(self) -> dict[str, Any]:
         return {"max_tokens": self.max_tokens, **self.params}
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "api_key": self._key.get_secret_value() or "missing",
-            "base_url": self._base_url,
-            "timeout": self._timeout,
-            "max_retries": self._max_retries,
-        }
+    def make_client(self, asynchronous: bool, **options: Any) -> Any:
+        from anthropic import Anthropic, AsyncAnthropic
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from anthropic import Anthropic
-
-            self._client = Anthropic(**self._options(), http_client=self._http[0])
-        return self._client
-
-    @property
-    def async_client(self) -> Any:
-        if self._async_client is None:
-            from anthropic import AsyncAnthropic
-
-            self._async_client = AsyncAnthropic(**self._options(), http_client=self._http[1])
-        return self._async_client
-
-    def close(self) -> None:
-        """Close the sync client's connections (the clients are made on first use)."""
-        if self._client is not None:
-            self._client.close()
-
-    async def aclose(self) -> None:
-        """Close the async client's connections; call it before the event loop ends."""
-        if self._async_client is not None:
-            await self._async_client.close()
+        if asynchronous:
+            return AsyncAnthropic(**options, http_client=self._http[1])
+        return Anthropic(**options, http_client=self._http[0])
 
     def payload(self, request: Request) -> dict[str, Any]:
         # The Messages API takes the system prompt apart from the turns, and only user and

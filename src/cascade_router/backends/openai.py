@@ -18,12 +18,12 @@ print(cascade.invoke("What is the capital of France?").output.text)
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pydantic import SecretStr
 
+from cascade_router.backends._sdk import SDKBackend
 from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 from cascade_router.openai_format import parse_logprobs
 
@@ -109,13 +109,15 @@ class _Stream:
         )
 
 
-class OpenAIBackend:
+class OpenAIBackend(SDKBackend):
     """One model behind the OpenAI chat completions API.
 
     ``params`` are sent with every request (``max_tokens``, ``temperature``...). The API key comes
     from ``api_key`` or ``OPENAI_API_KEY`` and is kept as a ``SecretStr``: it appears in no repr,
     span or log.
     """
+
+    key_env = "OPENAI_API_KEY"
 
     def __init__(
         self,
@@ -132,29 +134,22 @@ class OpenAIBackend:
         async_client: Any = None,
         **params: Any,
     ) -> None:
-        key = (
-            api_key
-            if isinstance(api_key, SecretStr)
-            else SecretStr(api_key or os.environ.get("OPENAI_API_KEY", ""))
+        super().__init__(
+            model,
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            client=client,
+            async_client=async_client,
         )
-        self._model = model
         self._provider = provider
-        self._key = key
-        self._base_url = base_url
-        self._timeout = timeout
-        self._max_retries = max_retries
-        self._client = client
-        self._async_client = async_client
         self.logprobs = logprobs
         self.top_logprobs = top_logprobs
         self.params = params
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self._model!r}, base_url={self._base_url!r})"
-
-    @property
-    def model(self) -> str:
-        return self._model
 
     @property
     def provider(self) -> str | None:
@@ -169,41 +164,10 @@ class OpenAIBackend:
         """Whether answers carry logprobs (asked for on non-streamed calls)."""
         return self.logprobs
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from openai import OpenAI
+    def make_client(self, asynchronous: bool, **options: Any) -> Any:
+        from openai import AsyncOpenAI, OpenAI
 
-            self._client = OpenAI(
-                api_key=self._key.get_secret_value() or "missing",
-                base_url=self._base_url,
-                timeout=self._timeout,
-                max_retries=self._max_retries,
-            )
-        return self._client
-
-    @property
-    def async_client(self) -> Any:
-        if self._async_client is None:
-            from openai import AsyncOpenAI
-
-            self._async_client = AsyncOpenAI(
-                api_key=self._key.get_secret_value() or "missing",
-                base_url=self._base_url,
-                timeout=self._timeout,
-                max_retries=self._max_retries,
-            )
-        return self._async_client
-
-    def close(self) -> None:
-        """Close the sync client's connections (the clients are made on first use)."""
-        if self._client is not None:
-            self._client.close()
-
-    async def aclose(self) -> None:
-        """Close the async client's connections; call it before the event loop ends."""
-        if self._async_client is not None:
-            await self._async_client.close()
+        return AsyncOpenAI(**options) if asynchronous else OpenAI(**options)
 
     def payload(self, request: Request, *, stream: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {

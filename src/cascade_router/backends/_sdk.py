@@ -1,0 +1,78 @@
+"""What every native backend shares: the model's identity, a key kept secret, and SDK clients
+made on first use and closed in matched pairs (``close`` / ``aclose``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import SecretStr
+
+
+class SDKBackend:
+    """Base of the native backends. Subclasses set ``key_env`` and build their SDK's clients in
+    ``make_client(asynchronous, **options)``."""
+
+    key_env = ""
+    """The environment variable the key is read from when none is given."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | SecretStr | None,
+        base_url: str | None,
+        timeout: float | None,
+        max_retries: int,
+        client: Any,
+        async_client: Any,
+    ) -> None:
+        self._model = model
+        # A SecretStr: the key appears in no repr, span, log or error.
+        self._key = (
+            api_key
+            if isinstance(api_key, SecretStr)
+            else SecretStr(api_key or os.environ.get(self.key_env, ""))
+        )
+        self._base_url = base_url
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._client = client
+        self._async_client = async_client
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    def make_client(self, asynchronous: bool, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "api_key": self._key.get_secret_value() or "missing",
+            "base_url": self._base_url,
+            "timeout": self._timeout,
+            "max_retries": self._max_retries,
+        }
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.make_client(False, **self._options())
+        return self._client
+
+    @property
+    def async_client(self) -> Any:
+        if self._async_client is None:
+            self._async_client = self.make_client(True, **self._options())
+        return self._async_client
+
+    def close(self) -> None:
+        """Close the sync client's connections (the clients are made on first use)."""
+        if self._client is not None:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client's connections; call it before the event loop ends."""
+        if self._async_client is not None:
+            await self._async_client.close()
