@@ -1,5 +1,5 @@
-"""One policy serves both adapters: the same scripted ladder gives identical attempts through
-LangChain's CascadeChatModel and LlamaIndex's CascadeLLM."""
+"""One policy serves every entry point: the same scripted ladder gives identical attempts through
+LangChain's CascadeChatModel, LlamaIndex's CascadeLLM and the core Cascade."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.llms.cascade_router import CascadeLLM
 from llama_index.llms.cascade_router.testing import ScriptedLLM
 
-from cascade_router import JudgeScorer, LogprobScorer, Price
-from cascade_router.testing import Reply
+from cascade_router import Cascade, JudgeScorer, LogprobScorer, Price
+from cascade_router.testing import Reply, ScriptedBackend
 from langchain_cascade_router import CascadeChatModel
 from langchain_cascade_router.testing import ScriptedChatModel
 
@@ -52,3 +52,10 @@ def test_same_attempts_through_langchain_and_llamaindex() -> None:
     assert [a["decision"] for a in lc_attempts] == ["error", "escalate", "escalate", "accept"]
     assert li_attempts == lc_attempts
     assert li.message.content == lc.content == "4, certainly"
+
+    def backend(model_name: str, replies: list[Any]) -> ScriptedBackend:
+        return ScriptedBackend(model_name, replies)
+
+    core = Cascade(rungs(backend)).invoke("2+2?")
+    assert untimed([a.to_dict() for a in core.attempts]) == lc_attempts
+    assert core.output.text == "4, certainly"
