@@ -28,10 +28,6 @@ def _request(prompt: Prompt) -> Request:
     return Request(messages=list(prompt))
 
 
-def _as_backend(model: Any, field: str) -> Backend:
-    return backend_from(model, field)
-
-
 def _check_signals(rung: Rung, backend: Backend, field: str) -> None:
     # A logprob scorer on a model that never returns logprobs would escalate every request for a
     # missing signal: a configuration mistake, so it is refused here rather than paid for later.
@@ -73,13 +69,13 @@ class Cascade:
         self.rungs = as_rungs(list(rungs))
         check_ladder(self.rungs, accept_last=accept_last)
         self.name = name
-        self.backends = [_as_backend(r.model, f"rungs[{i}].model") for i, r in enumerate(self.rungs)]
+        self.backends = [backend_from(r.model, f"rungs[{i}].model") for i, r in enumerate(self.rungs)]
         for i, (rung, backend) in enumerate(zip(self.rungs, self.backends, strict=True)):
             _check_signals(rung, backend, f"rungs[{i}].scorer")
         self._judges = {
             key: judge
             for key, (judge, _, _) in resolve_judges(
-                self.rungs, _as_backend, lambda b: (b.provider, b.model)
+                self.rungs, backend_from, lambda b: (b.provider, b.model)
             ).items()
         }
         identities = [(b.provider, b.model) for b in self.backends]
@@ -115,7 +111,7 @@ class Cascade:
         if model is None:
             return self.backends[rung]
         judge = self._judges.get(model_key(model))
-        return judge if judge is not None else _as_backend(model, "judge")
+        return judge if judge is not None else backend_from(model, "judge")
 
     def invoke(self, prompt: Prompt) -> Result:
         return self.engine.run(self._call(prompt))

@@ -95,10 +95,7 @@ def prepare(*, seed: int = 0, target: float = 0.95, decision_log: Any = None) ->
     choice = calibration.choose(fit_cascade.engine, probes, calibration.Target("quality", target))
     threshold = round(choice.thresholds[0], 4)
     ladder = gsm8k_ladder(LearnedScorer(model=model), threshold)
-    replayed = ev.replay_ladder(ladder, ds.subset(run_ids))
-    cascade = Cascade(
-        replayed.rungs, name=ladder.name, decision_log=decision_log, on_exhausted=ladder.on_exhausted
-    )
+    cascade = ev.replay_ladder(ladder, ds.subset(run_ids), decision_log=decision_log)
     return Prepared(ds, fit_ids, run_ids, model, threshold, target, cascade)
 
 

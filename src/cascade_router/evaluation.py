@@ -49,8 +49,9 @@ class Outcome:
     cost_usd: float | None
 
 
-def replay_ladder(config: LadderConfig, dataset: Dataset) -> Cascade:
-    """The ladder with each rung's ``model`` (``replay:NAME`` or ``NAME``) replayed from the dataset."""
+def replay_ladder(config: LadderConfig, dataset: Dataset, **options: Any) -> Cascade:
+    """The ladder with each rung's ``model`` (``replay:NAME`` or ``NAME``) replayed from the dataset;
+    ``options`` go to ``Cascade`` (``decision_log``, ``tracing``...)."""
     rungs = []
     for i, rung in enumerate(config.rungs):
         if not isinstance(rung.model, str):
@@ -66,7 +67,9 @@ def replay_ladder(config: LadderConfig, dataset: Dataset) -> Cascade:
                 }
             )
         )
-    return Cascade(rungs, name=config.name, on_exhausted=config.on_exhausted, accept_last=config.accept_last)
+    return Cascade(
+        rungs, name=config.name, on_exhausted=config.on_exhausted, accept_last=config.accept_last, **options
+    )
 
 
 async def aprobe(
