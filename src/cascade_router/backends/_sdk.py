@@ -4,9 +4,63 @@ made on first use and closed in matched pairs (``close`` / ``aclose``)."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from pydantic import SecretStr
+
+from cascade_router.model_io import ModelOutput, Request, Usage
+
+
+class SDKStream:
+    """A streaming call on a provider SDK. Subclasses open the SDK's event stream and read each
+    event into the fields below; iteration yields the text deltas, ``output()`` the whole answer."""
+
+    def __init__(self, backend: Any, request: Request) -> None:
+        self.backend = backend
+        self.request = request
+        self.text: list[str] = []
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.model: str | None = None
+        self.finish_reason: str | None = None
+        self.response_id: str | None = None
+
+    def open(self) -> Iterable[Any]:
+        raise NotImplementedError
+
+    async def aopen(self) -> Any:
+        """The SDK's async stream (an async iterable of events)."""
+        raise NotImplementedError
+
+    def take(self, event: Any) -> str | None:
+        """Read one event; return its text delta, if any."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[str]:
+        for event in self.open():
+            delta = self.take(event)
+            if delta:
+                self.text.append(delta)
+                yield delta
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for event in await self.aopen():
+            delta = self.take(event)
+            if delta:
+                self.text.append(delta)
+                yield delta
+
+    def output(self) -> ModelOutput:
+        # Streamed answers carry no logprobs on these APIs: a logprob scorer reports the signal missing.
+        usage = Usage(self.input_tokens, self.output_tokens or 0) if self.input_tokens is not None else None
+        return ModelOutput(
+            text="".join(self.text),
+            usage=usage,
+            model=self.model,
+            finish_reason=self.finish_reason,
+            response_id=self.response_id,
+        )
 
 
 class SDKBackend:

@@ -22,12 +22,11 @@ server's ``retry-after``; when those retries are spent the cascade falls back to
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pydantic import SecretStr
 
-from cascade_router.backends._sdk import SDKBackend
+from cascade_router.backends._sdk import SDKBackend, SDKStream
 from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 
 
@@ -57,62 +56,35 @@ def _output(response: Any) -> ModelOutput:
     )
 
 
-class _Stream:
+class _Stream(SDKStream):
     """Reads the Messages API's server-sent events: text deltas, then usage and stop reason."""
 
-    def __init__(self, backend: AnthropicBackend, request: Request) -> None:
-        self._backend = backend
-        self._request = request
-        self._text: list[str] = []
-        self._input: int | None = None
-        self._output: int | None = None
-        self._model: str | None = None
-        self._finish: str | None = None
-        self._id: str | None = None
+    backend: AnthropicBackend
 
-    def _take(self, event: Any) -> str | None:
+    def open(self) -> Any:
+        return self.backend.client.messages.create(**self.backend.payload(self.request), stream=True)
+
+    async def aopen(self) -> Any:
+        return await self.backend.async_client.messages.create(
+            **self.backend.payload(self.request), stream=True
+        )
+
+    def take(self, event: Any) -> str | None:
         match event.type:
             case "message_start":
-                self._model = event.message.model
-                self._id = event.message.id
-                self._input = event.message.usage.input_tokens
-                self._output = event.message.usage.output_tokens
+                self.model = event.message.model
+                self.response_id = event.message.id
+                self.input_tokens = event.message.usage.input_tokens
+                self.output_tokens = event.message.usage.output_tokens
             case "content_block_delta" if event.delta.type == "text_delta":
-                self._text.append(event.delta.text)
                 return str(event.delta.text) or None
             case "message_delta":
-                self._finish = event.delta.stop_reason or self._finish
+                self.finish_reason = event.delta.stop_reason or self.finish_reason
                 if event.usage is not None:
-                    self._output = event.usage.output_tokens
+                    self.output_tokens = event.usage.output_tokens
             case _:
                 pass
         return None
-
-    def __iter__(self) -> Iterator[str]:
-        events = self._backend.client.messages.create(**self._backend.payload(self._request), stream=True)
-        for event in events:
-            delta = self._take(event)
-            if delta:
-                yield delta
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        stream = await self._backend.async_client.messages.create(
-            **self._backend.payload(self._request), stream=True
-        )
-        async for event in stream:
-            delta = self._take(event)
-            if delta:
-                yield delta
-
-    def output(self) -> ModelOutput:
-        usage = Usage(self._input, self._output or 0) if self._input is not None else None
-        return ModelOutput(
-            text="".join(self._text),
-            usage=usage,
-            model=self._model,
-            finish_reason=self._finish,
-            response_id=self._id,
-        )
 
 
 class AnthropicBackend(SDKBackend):

@@ -18,12 +18,11 @@ print(cascade.invoke("What is the capital of France?").output.text)
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pydantic import SecretStr
 
-from cascade_router.backends._sdk import SDKBackend
+from cascade_router.backends._sdk import SDKBackend, SDKStream
 from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 from cascade_router.openai_format import parse_logprobs
 
@@ -57,56 +56,27 @@ def _output(response: Any) -> ModelOutput:
     )
 
 
-class _Stream:
-    def __init__(self, backend: OpenAIBackend, request: Request) -> None:
-        self._backend = backend
-        self._request = request
-        self._text: list[str] = []
-        self._usage: Usage | None = None
-        self._model: str | None = None
-        self._finish: str | None = None
-        self._id: str | None = None
+class _Stream(SDKStream):
+    backend: OpenAIBackend
 
-    def _take(self, chunk: Any) -> str | None:
-        self._model = chunk.model or self._model
-        self._id = chunk.id or self._id
-        if chunk.usage is not None:
-            self._usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-        if not chunk.choices:
+    def open(self) -> Any:
+        return self.backend.client.chat.completions.create(**self.backend.payload(self.request, stream=True))
+
+    async def aopen(self) -> Any:
+        return await self.backend.async_client.chat.completions.create(
+            **self.backend.payload(self.request, stream=True)
+        )
+
+    def take(self, event: Any) -> str | None:
+        self.model = event.model or self.model
+        self.response_id = event.id or self.response_id
+        if event.usage is not None:
+            self.input_tokens, self.output_tokens = event.usage.prompt_tokens, event.usage.completion_tokens
+        if not event.choices:
             return None
-        choice = chunk.choices[0]
-        self._finish = choice.finish_reason or self._finish
-        delta = choice.delta.content if choice.delta else None
-        if delta:
-            self._text.append(delta)
-        return delta or None
-
-    def __iter__(self) -> Iterator[str]:
-        for chunk in self._backend.client.chat.completions.create(
-            **self._backend.payload(self._request, stream=True)
-        ):
-            delta = self._take(chunk)
-            if delta:
-                yield delta
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        stream = await self._backend.async_client.chat.completions.create(
-            **self._backend.payload(self._request, stream=True)
-        )
-        async for chunk in stream:
-            delta = self._take(chunk)
-            if delta:
-                yield delta
-
-    def output(self) -> ModelOutput:
-        # Streamed chunks of many servers carry no logprobs: a scorer reports the signal missing.
-        return ModelOutput(
-            text="".join(self._text),
-            usage=self._usage,
-            model=self._model,
-            finish_reason=self._finish,
-            response_id=self._id,
-        )
+        choice = event.choices[0]
+        self.finish_reason = choice.finish_reason or self.finish_reason
+        return (choice.delta.content if choice.delta else None) or None
 
 
 class OpenAIBackend(SDKBackend):
