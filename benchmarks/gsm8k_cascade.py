@@ -18,14 +18,12 @@ Never measured on what the scorer was fitted on:
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-from cascade_router import calibration, demo
+from cascade_router import demo
 from cascade_router import evaluation as ev
-from cascade_router.datasets import Dataset
 from cascade_router.demo import PRICES
 from cascade_router.learned import LearnedScorer, cross_fit, fit
 
@@ -62,11 +60,11 @@ def metrics_of(probes: list[ev.ItemProbe], cascade: Any) -> dict[str, Any]:
 
 def main() -> None:
     t0 = time.perf_counter()
-    ds = Dataset.load("builtin:routellm-gsm8k")
+    # The demo's preparation: the seeded split, the scorer fitted on one half, and a threshold
+    # calibrated there (from scores cross-fitted inside it, as a user would before deploying).
+    prepared = demo.prepare(seed=SEED, target=0.95)
+    ds, fit_ids, test_ids, model = prepared.dataset, prepared.fit_ids, prepared.run_ids, prepared.model
     ids = [item.id for item in ds]
-    order = ids[:]
-    random.Random(SEED).shuffle(order)
-    fit_ids, test_ids = sorted(order[: len(order) // 2]), sorted(order[len(order) // 2 :])
 
     # 1. Fitted on one half, measured on the other.
     model = fit(examples(ds, fit_ids))
@@ -75,14 +73,8 @@ def main() -> None:
     probes = ev.probe(cascade, test)
     split = metrics_of(probes, cascade)
 
-    # 1b. A threshold calibrated on the fitted half (from scores cross-fitted inside it, as a
-    # user would do before deploying), then used on the other half.
-    inner = cross_fit(examples(ds, fit_ids), folds=5, seed=SEED)
-    fit_half = ds.subset(fit_ids)
-    fit_cascade = ev.replay_ladder(ladder(LearnedScorer(model=model)), fit_half)
-    fit_probes = ev.with_scores(ev.probe(fit_cascade, fit_half), inner)
-    choice = calibration.choose(fit_cascade.engine, fit_probes, calibration.Target("quality", 0.95))
-    chosen = choice.thresholds[0]
+    # 1b. The calibrated threshold, used on the other half.
+    chosen = prepared.threshold
     realized = ev.summarize(ev.simulate(cascade.engine, probes, [chosen]), 2, chosen)
     calibrated = {
         "threshold": chosen,

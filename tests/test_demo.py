@@ -112,3 +112,20 @@ def test_config_demo_names_the_missing_key(tmp_path: Path) -> None:
         finally:
             sys.argv = argv
     assert "rungs[0].model: openai needs OPENAI_API_KEY set in the environment" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference", "expected"),
+    [
+        ("3 sprints x 3 times x 60 m = 540 meters. The answer is 540", "540", 1.0),
+        ("He pays $1,200 in total.", "1200", 1.0),
+        ("The answer is 12.50", "12.5", 1.0),
+        ("2 + 2 = 4, so 5", "4", 0.0),  # the last number is the answer
+        ("I cannot tell.", "7", 0.0),
+        ("7", None, None),  # nothing to grade against
+    ],
+)
+def test_live_answers_are_graded_on_their_last_number(
+    answer: str, reference: str | None, expected: float | None
+) -> None:
+    assert demo.grade(answer, reference) == expected
