@@ -458,7 +458,7 @@ def test_version_1_logs_are_migrated(tmp_path: Path) -> None:
         conn.execute(text("INSERT INTO cascade_schema VALUES (1)"))
     engine.dispose()
     log = DecisionLog(url)
-    log.record_feedback("r1", 1.0, rung=0)
+    log.record_feedback("r1", 1.0, rung=0, require_known=False)
     assert log.get("r1") is None  # no request record, but the feedback row took the new column
     with create_engine(url).connect() as conn:
         assert conn.execute(text("SELECT max(version) FROM cascade_schema")).scalar() == SCHEMA_VERSION

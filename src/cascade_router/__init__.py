@@ -6,19 +6,21 @@ distributions (``langchain-cascade-router``, ``llama-index-llms-cascade-router``
 
 from cascade_router._version import __version__
 from cascade_router.attempts import Attempt, Result
-from cascade_router.backend import Backend
+from cascade_router.backend import Backend, BackendBase
 from cascade_router.cascade import Cascade
 from cascade_router.config import LadderConfig, LadderSettings, Rung, load_config
-from cascade_router.engine import Call, Engine, Finished, LiveChunk, RungRuntime, WholeAnswer
+from cascade_router.engine import Call, Engine, Finished, LiveChunk, WholeAnswer
 from cascade_router.errors import (
     CascadeError,
     CascadeExhaustedError,
     CascadeStreamError,
     ConfigError,
     RejectedAnswer,
+    RungFailure,
     RungTimeoutError,
     ScorerError,
 )
+from cascade_router.ladder import Binding, Ladder, RungRuntime, build_ladder
 from cascade_router.model_io import Message, ModelOutput, Request, TokenLogprob, ToolCall, Usage
 from cascade_router.pricing import Price
 from cascade_router.scorers import (
@@ -35,6 +37,8 @@ from cascade_router.scorers import (
 __all__ = [
     "Attempt",
     "Backend",
+    "BackendBase",
+    "Binding",
     "Call",
     "CallableScorer",
     "Cascade",
@@ -46,6 +50,7 @@ __all__ = [
     "Finished",
     "FirstAvailableScorer",
     "JudgeScorer",
+    "Ladder",
     "LadderConfig",
     "LadderSettings",
     "LiveChunk",
@@ -57,6 +62,7 @@ __all__ = [
     "Request",
     "Result",
     "Rung",
+    "RungFailure",
     "RungRuntime",
     "RungTimeoutError",
     "Score",
@@ -68,6 +74,7 @@ __all__ = [
     "ValidityScorer",
     "WholeAnswer",
     "__version__",
+    "build_ladder",
     "load_config",
     "register_scorer",
 ]

@@ -6,15 +6,18 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from cascade_router import _cli_demo, _cli_eval
-from cascade_router.decision_log import DecisionLog, database_url
+from cascade_router.decision_log import DecisionLog, SchemaError, database_url
+from cascade_router.errors import ConfigError
 from cascade_router.log_stats import summarize
+from cascade_router.redaction import redact, safe_url
 
 app = typer.Typer(
     help="cascade-router: cheap-first model cascades.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -26,12 +29,18 @@ _cli_demo.register(app)
 
 
 def _out() -> Console:
-    # Built per command, so the terminal width (COLUMNS) is read when the command runs.
-    return Console()
+    # Built per command, so the terminal width (COLUMNS) is read when the command runs. No
+    # markup: records hold text from models and users ("[/INST]", "[/]"), printed as it is.
+    return Console(markup=False, highlight=False)
 
 
 def _err() -> Console:
-    return Console(stderr=True)
+    return Console(stderr=True, markup=False, highlight=False)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    _err().print(f"error: {redact(message)}", style="red")
+    raise typer.Exit(code)
 
 
 Db = Annotated[
@@ -47,11 +56,25 @@ class ExportFormat(StrEnum):
 
 
 def _open(db: str) -> DecisionLog:
+    """The log at ``db``, checked: every way it can be unusable is one line, not a traceback."""
     url = database_url(db)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        _err().print(f"[red]no decision log at {db}[/red]")
-        raise typer.Exit(2)
-    return DecisionLog(url)
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            _fail(f"no decision log at {db}")
+        if path.is_dir():
+            _fail(f"{db} is a directory, not a decision log")
+    try:
+        log = DecisionLog(url)
+        log.engine()  # connects and checks the schema now
+    except (ConfigError, SchemaError) as exc:
+        _fail(f"{safe_url(url)}: {exc}")
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        _fail(f"cannot read a decision log at {safe_url(url)}: {type(cause).__name__}: {cause}")
+    except ImportError as exc:
+        _fail(str(exc))
+    return log
 
 
 def _money(value: float | None) -> str:
@@ -86,11 +109,10 @@ def show(request_id: str, db: Db) -> None:
     log = _open(db)
     record = log.get(request_id)
     if record is None:
-        _err().print(f"[red]no request {request_id!r} in {db}[/red]")
-        raise typer.Exit(1)
+        _fail(f"no request {request_id!r} in {safe_url(database_url(db))}", 1)
     console = _out()
     console.print(
-        f"[bold]{record['request_id']}[/bold]  {record['created_at']}  cascade={record['cascade']}  "
+        f"{record['request_id']}  {record['created_at']}  cascade={record['cascade']}  "
         f"outcome={record['outcome']}  answered by={record['answered_model']}  "
         f"cost={_money(record['cost_usd'])}  trace={record['trace_id'] or '-'}"
     )

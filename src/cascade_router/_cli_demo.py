@@ -96,8 +96,8 @@ def _offline(console: Console, requests: int, seed: int, log: str | None) -> Non
     rows = _show(console, demo.replayed_rows(prepared, n), n)
     console.print()
     _summary(console, rows, "gpt-4", "mixtral → gpt-4")
-    if log:
-        prepared.cascade.engine.decision_log.close()  # type: ignore[union-attr]
+    if log and prepared.cascade.decision_log is not None:
+        prepared.cascade.decision_log.close()
         console.print(f"decision log: {log}  (cascade-router log stats --db {log})")
 
 

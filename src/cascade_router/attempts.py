@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cascade_router.model_io import ModelOutput, Usage
-from cascade_router.policy import Decision, Outcome
+from cascade_router.policy import Decision, Evidence, Outcome
 
 
 @dataclass(slots=True)
@@ -32,7 +32,8 @@ class Attempt:
     usage: Usage | None = None
     """Tokens of the model call itself; None when the provider reported none."""
     cost_usd: float | None = 0.0
-    """Cost of the model call; None when unknown (no usage, or no price for the model)."""
+    """Cost of the model call; None when unknown (no usage, no price for the model, or a call
+    that failed or was cut off after it may have reached the provider)."""
     scorer_usage: Usage = field(default_factory=Usage)
     """Tokens the scorer spent (judge calls)."""
     scorer_cost_usd: float | None = 0.0
@@ -41,7 +42,7 @@ class Attempt:
     ttft_s: float | None = None
     """Time to first token, for a rung that streamed to the caller."""
     output: ModelOutput | None = field(default=None, repr=False)
-    inputs: dict[str, Any] = field(default_factory=dict, repr=False)
+    evidence: Evidence = field(default_factory=Evidence, repr=False)
     """What the policy decided from (score, missing, invalid, error...), so an evaluation can
     ask the same policy again under other thresholds."""
 

@@ -7,7 +7,7 @@ anything framework-specific beyond the opaque ``native`` / ``raw`` objects it pa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from cascade_router.model_io import ModelOutput, Request
@@ -31,7 +31,8 @@ class AsyncStreamCall(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """One model, ready to be called for the current request."""
+    """One model, ready to be called for the current request. ``BackendBase`` gives the optional
+    parts (options, logprob support, closing) their defaults."""
 
     @property
     def provider(self) -> str | None:
@@ -43,6 +44,17 @@ class Backend(Protocol):
         """The requested model name."""
         ...
 
+    @property
+    def request_options(self) -> Mapping[str, Any]:
+        """Call options that traces record (``temperature``, ``max_tokens``...)."""
+        ...
+
+    @property
+    def returns_logprobs(self) -> bool | None:
+        """Whether answers carry token logprobs: False refuses a logprob scorer when the ladder
+        is built; None when it depends on the model's own settings."""
+        ...
+
     def invoke(self, request: Request) -> ModelOutput: ...
 
     async def ainvoke(self, request: Request) -> ModelOutput: ...
@@ -50,3 +62,31 @@ class Backend(Protocol):
     def stream(self, request: Request) -> StreamCall: ...
 
     def astream(self, request: Request) -> AsyncStreamCall: ...
+
+    def close(self) -> None:
+        """Release the backend's sync resources (HTTP connections)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the backend's async resources; call it before the event loop ends."""
+        ...
+
+
+class BackendBase:
+    """Defaults for the optional parts of the ``Backend`` contract."""
+
+    __slots__ = ()
+
+    @property
+    def request_options(self) -> Mapping[str, Any]:
+        return {}
+
+    @property
+    def returns_logprobs(self) -> bool | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

@@ -13,24 +13,43 @@ rungs:
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
+from cascade_router.decision_log import DecisionLog
 from cascade_router.errors import ConfigError
 from cascade_router.policy import OnExhausted, OnMissing, OnToolCall
 from cascade_router.pricing import Price
+from cascade_router.redaction import safe_url, scrub
 from cascade_router.scorers import Scorer, parse_scorer
+
+MAX_TIMEOUT = 86_400.0
+"""One day: longer "timeouts" are mistakes, and past ``threading.TIMEOUT_MAX`` a wait fails."""
 
 
 class Rung(BaseModel):
     """One model of the ladder and the rule for accepting its answers."""
 
+    # No input values in validation errors: a key put in the wrong place would be printed.
     model_config = ConfigDict(
-        extra="forbid", arbitrary_types_allowed=True, frozen=True, use_attribute_docstrings=True
+        extra="forbid",
+        arbitrary_types_allowed=True,
+        frozen=True,
+        use_attribute_docstrings=True,
+        hide_input_in_errors=True,
     )
 
     model: Any
@@ -47,9 +66,11 @@ class Rung(BaseModel):
     threshold: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     """Accept the answer when its score is at least this. Required with a scorer, except on the
     final rung, which accepts without one unless the ladder's ``accept_last`` is off."""
-    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    """Seconds to wait for the whole answer (for a rung streaming to the caller: for its first
-    chunk); past it the attempt is an error and the ladder falls back."""
+    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    """Seconds to wait for the model's whole answer (for a rung streaming to the caller: for its
+    first chunk), and separately for its scorer; past either the attempt fails (the model: an
+    error, the scorer: a scorer error) and the ladder moves on. Unset: the ladder's
+    ``timeout``; an explicit null: no limit for this rung."""
     price: Price | None = None
     """Price per million tokens; overrides the `genai-prices` catalog."""
     provider: str | None = None
@@ -63,11 +84,11 @@ class Rung(BaseModel):
     validate_output: bool = True
     """Reject empty answers, malformed tool calls and unparseable structured output before
     scoring. Turn off only for rungs whose output you validate yourself."""
-    max_retries: int = Field(default=0, ge=0)
-    """Retries of this rung on an error before falling back to the next one. Provider clients
-    usually retry on their own; this is for those that do not."""
-    context_window: int | None = Field(default=None, gt=0)
-    """The model's context window in tokens, when known; informational."""
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+    """Retries of this rung on an error before falling back to the next one (for a rung
+    streaming to the caller: retries before its first chunk). Unset: the ladder's
+    ``max_retries``; an explicit 0 never retries this rung. Provider clients usually retry on
+    their own; this is for those that do not."""
 
     @field_validator("scorer", mode="before")
     @classmethod
@@ -81,40 +102,123 @@ class Rung(BaseModel):
             raise ValueError("a rung needs a model")
         return value
 
+    @field_validator("threshold", "timeout", "max_retries", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        # pydantic reads `true` as 1: a threshold of `true` is a typo, not "accept at 1.0".
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got the boolean {value}")
+        return value
+
+    @field_serializer("model")
+    def _model_shown(self, model: Any) -> Any:
+        # Serialized configs go to logs and tracers: no key or password of a model mapping.
+        return scrub(model) if isinstance(model, str | Mapping) else describe_model(model)
+
+    def __repr_args__(self) -> Any:
+        # A model object's own repr may print its base URL with a password, or its headers.
+        for key, value in super().__repr_args__():
+            if key != "model":
+                yield key, value
+            elif isinstance(value, str | Mapping):
+                yield key, scrub(value)
+            else:
+                yield key, _Shown(describe_model(value))
+
+
+class _Shown(str):
+    """A string that reprs as itself (for ``describe_model`` inside a repr)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def describe_model(model: Any) -> str:
+    """A model object as its class and name, never its settings (which may hold a key)."""
+    name = None
+    for attr in ("model_name", "model", "model_id"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str):
+            name = value
+            break
+    return f"{type(model).__name__}({name!r})" if name else type(model).__name__
+
 
 class LadderSettings(BaseModel):
-    """Ladder-wide behaviour shared by every adapter."""
+    """Ladder-wide behaviour, the same options on every entry point (``Cascade``,
+    ``CascadeChatModel``, ``CascadeMiddleware``, ``CascadeLLM``) and in config files."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        use_attribute_docstrings=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
 
     on_exhausted: OnExhausted = "raise"
     """When no rung is accepted: ``raise`` a ``CascadeExhaustedError`` holding every attempt's
-    error, or return the ``best``-scored answer."""
+    error, or return the ``best``-scored usable answer (never an invalid one; with none, raise)."""
     accept_last: bool = True
     """Accept the final rung's answer without checking its threshold."""
     annotate: bool = False
     """Append a visible "answered by <model>" line to the answer, for products that show it."""
+    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    """Default per-rung timeout in seconds, for rungs that do not set their own."""
+    max_retries: int = Field(default=0, ge=0, le=100)
+    """Default per-rung retries on error before falling back, for rungs that do not set their own."""
+    decision_log: str | Path | DecisionLog | None = None
+    """Write one record per request to this log: a SQLite file path, a SQLAlchemy URL
+    (``postgresql+psycopg://...``) or a ``DecisionLog``. None: no log."""
+    tracing: bool = True
+    """Emit OpenTelemetry spans through the global tracer provider (no-ops until one is set)."""
+    inference_spans: bool = True
+    """Emit a ``chat {model}`` span per model call. Turn off when a provider instrumentation
+    (OpenInference, opentelemetry-instrumentation-openai...) already does, so that tracing
+    backends do not count the tokens twice."""
+
+    @field_validator("timeout", "max_retries", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got the boolean {value}")
+        return value
+
+    @field_serializer("decision_log")
+    def _log_shown(self, value: str | Path | DecisionLog | None) -> str | None:
+        return None if value is None else _log_target(value)
+
+    def __repr_args__(self) -> Any:
+        # LangChain sends repr(model) to every callback handler and LangSmith for models that are
+        # not serializable: a decision-log URL's password must not be in it.
+        for key, value in super().__repr_args__():
+            yield key, (_log_target(value) if key == "decision_log" and value is not None else value)
+
+    def ladder_settings(self) -> dict[str, Any]:
+        """These settings as keyword arguments (what ``build_ladder`` reads)."""
+        return {name: getattr(self, name) for name in LadderSettings.model_fields}
+
+
+def _log_target(value: str | Path | DecisionLog) -> str:
+    return repr(value) if isinstance(value, DecisionLog) else safe_url(str(value))
 
 
 class LadderConfig(LadderSettings):
     """A whole ladder, as loaded from a file or a dict."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True, hide_input_in_errors=True
+    )
 
     name: str = "cascade"
     """Name of the cascade in traces and logs."""
     rungs: list[Rung]
     """The models, cheapest first."""
 
+    @field_validator("rungs", mode="before")
+    @classmethod
+    def _rungs(cls, value: Any) -> Any:
+        return as_rungs(value)
+
     def adapter_fields(self) -> dict[str, Any]:
-        """The fields every adapter takes under these names (the cascade's name each adapter
-        names its own way)."""
-        return {
-            "rungs": self.rungs,
-            "on_exhausted": self.on_exhausted,
-            "accept_last": self.accept_last,
-            "annotate": self.annotate,
-        }
+        """Everything an entry point's constructor takes, under the names they all share."""
+        return {"name": self.name, "rungs": self.rungs, **self.ladder_settings()}
 
     @model_validator(mode="after")
     def _check(self) -> LadderConfig:
@@ -124,8 +228,9 @@ class LadderConfig(LadderSettings):
 
 def as_rungs(value: Any) -> list[Rung]:
     """Rungs from a list of ``Rung`` objects and dicts; errors name ``rungs[i]``."""
-    if not isinstance(value, list | tuple):
-        raise ConfigError("rungs", f"expected a list of rungs, got {type(value).__name__}")
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        hint = " (one rung's model? give a list: [{'model': ...}, ...])" if isinstance(value, str) else ""
+        raise ConfigError("rungs", f"expected a list of rungs, got {type(value).__name__}{hint}")
     rungs = []
     for i, item in enumerate(value):
         if isinstance(item, Rung):
@@ -133,11 +238,31 @@ def as_rungs(value: Any) -> list[Rung]:
         elif isinstance(item, Mapping):
             try:
                 rungs.append(Rung.model_validate(dict(item)))
-            except ValueError as exc:
-                raise ConfigError(f"rungs[{i}]", str(exc)) from exc
+            except ValidationError as exc:
+                raise ConfigError(*validation_problem(exc, f"rungs[{i}]")) from None
+            except ConfigError as exc:
+                raise ConfigError(f"rungs[{i}].{exc.field}", exc.problem) from None
         else:
             raise ConfigError(f"rungs[{i}]", f"expected a Rung or a dict, got {type(item).__name__}")
     return rungs
+
+
+def validation_problem(exc: ValidationError, prefix: str = "") -> tuple[str, str]:
+    """(field path, message) of a validation error, without the input value (which may be a
+    key put in the wrong place)."""
+    err = exc.errors(include_input=False, include_url=False)[0]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):  # raised by one of our validators: it names its field
+        return (f"{prefix}.{cause.field}" if prefix else cause.field), cause.problem
+    path = prefix
+    if isinstance(cause, ValueError):
+        err["msg"] = str(cause)
+    for part in err["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown field (check its spelling and where it belongs)"
+    return path or "config", message
 
 
 def check_ladder(rungs: list[Rung], *, accept_last: bool) -> None:
@@ -158,27 +283,70 @@ def check_ladder(rungs: list[Rung], *, accept_last: bool) -> None:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The raw mapping in a YAML, TOML or JSON file."""
+    """The raw mapping in a YAML, TOML or JSON file; every mistake is a ``ConfigError`` naming
+    the file (and the line, where the parser knows it)."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
     suffix = p.suffix.lower()
-    data: Any
-    if suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    elif suffix == ".toml":
-        data = tomllib.loads(text)
-    elif suffix == ".json":
-        data = json.loads(text)
-    else:
+    if suffix not in (".yaml", ".yml", ".toml", ".json"):
         raise ConfigError(str(path), "unknown config format; use .yaml, .yml, .toml or .json")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read the file: {exc}") from None
+    data = _parse(text, suffix, str(path))
     if not isinstance(data, dict):
         raise ConfigError(str(path), "the file must hold a mapping with a 'rungs' list")
-    for rung in data.get("rungs") or []:
+    rungs = data.get("rungs")
+    for rung in rungs if isinstance(rungs, list) else []:
         if isinstance(rung, dict):
             _resolve_paths(rung.get("scorer"), p.parent)
     return data
+
+
+def _parse(text: str, suffix: str, where: str) -> Any:
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f", line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{where}{line}", f"not valid YAML: {problem}") from None
+    if suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(where, f"not valid TOML: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}, line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
+
+
+def _yaml_line(text: str, path: tuple[Any, ...]) -> int | None:
+    """The line (1-based) of the YAML node at ``path`` (keys and list indices), if it exists."""
+    import yaml
+
+    try:
+        node: Any = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if match is None:
+                break
+            line = next(k for k, v in node.value if v is match).start_mark.line + 1
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
 
 
 def _resolve_paths(scorer: Any, base: Path) -> None:
@@ -193,6 +361,35 @@ def _resolve_paths(scorer: Any, base: Path) -> None:
 
 
 def load_config(source: str | Path | Mapping[str, Any]) -> LadderConfig:
-    """A ``LadderConfig`` from a file path or a mapping."""
-    data = dict(source) if isinstance(source, Mapping) else read_config_file(source)
-    return LadderConfig.model_validate(data)
+    """A ``LadderConfig`` from a file path or a mapping; mistakes are ``ConfigError``s naming the
+    field (and, for a file, the file and the field's line)."""
+    if isinstance(source, Mapping):
+        return _validate(dict(source), where=None, text=None)
+    data = read_config_file(source)
+    text = (
+        Path(source).read_text(encoding="utf-8") if Path(source).suffix.lower() in (".yaml", ".yml") else None
+    )
+    return _validate(data, where=str(source), text=text)
+
+
+def _validate(data: dict[str, Any], *, where: str | None, text: str | None) -> LadderConfig:
+    try:
+        return LadderConfig.model_validate(data)
+    except ValidationError as exc:
+        field, problem = validation_problem(exc)
+        loc = _loc(field)
+    except ConfigError as exc:
+        field, problem = exc.field, exc.problem
+        loc = _loc(field)
+    if where is None:
+        raise ConfigError(field, problem) from None
+    line = _yaml_line(text, loc) if text is not None else None
+    raise ConfigError(f"{where}{f', line {line}' if line else ''}: {field}", problem) from None
+
+
+def _loc(field: str) -> tuple[Any, ...]:
+    """``rungs[1].threshold`` as ``("rungs", 1, "threshold")``."""
+    parts: list[Any] = []
+    for name, index in re.findall(r"([A-Za-z_][\w]*)|\[(\d+)\]", field):
+        parts.append(int(index) if index else name)
+    return tuple(parts)

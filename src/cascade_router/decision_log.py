@@ -2,18 +2,29 @@
 
 Records go into a bounded in-memory buffer; a background thread writes them in batches through
 SQLAlchemy (SQLite by default, PostgreSQL when several processes share a log). The buffer is
-flushed on ``close()`` and at interpreter exit, so nothing is lost on a clean shutdown. When the
-buffer is full or the database cannot be written, records are dropped and *counted*
-(``stats()``), and the first loss is logged once: the log never blocks or fails a request.
+flushed on ``close()`` and at interpreter exit, so nothing is lost on a clean shutdown. A batch
+the database refuses is retried with backoff (a SQLite file locked for a few seconds, a
+PostgreSQL restart) for ``retry_for`` seconds. When the buffer is full or the database stays
+unwritable, records are dropped and *counted*: in ``stats()``, in the
+``cascade.decision_log.records_lost`` metric, and in a warning at most once per
+``report_interval`` with the count since the last one. The log never blocks or fails a request.
+
+After ``fork()`` (gunicorn ``--preload``, Celery prefork, multiprocessing) the child gets a
+fresh writer and connection pool of its own on its first record; records the parent had queued
+stay the parent's to write.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import logging
 import math
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,10 +47,13 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import inspect as sql_inspect
 from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.exc import SQLAlchemyError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from cascade_router.errors import ConfigError
-from cascade_router.redaction import redact
+from cascade_router.redaction import redact, register_url_secrets, safe_url
 
 SCHEMA_VERSION = 2
 """Bumped on every change of the tables below; ``ensure_schema`` migrates older logs.
@@ -108,8 +122,24 @@ def _make_engine(url: str) -> SqlEngine:
     return create_engine(url)
 
 
+class SchemaError(RuntimeError):
+    """The database holds a decision log this version of cascade-router cannot use."""
+
+
 def ensure_schema(engine: SqlEngine) -> None:
-    """Create the tables on first use and check the schema version."""
+    """Create the tables on first use and check the schema version.
+
+    The version is read before anything is created: a log written by a newer cascade-router is
+    refused untouched.
+    """
+    if sql_inspect(engine).has_table(schema_table.name):
+        with engine.connect() as conn:
+            found = conn.execute(select(func.max(schema_table.c.version))).scalar()
+        if found is not None and found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"this decision log has schema version {found}, newer than this cascade-router "
+                f"understands ({SCHEMA_VERSION}); upgrade cascade-router"
+            )
     metadata.create_all(engine)
     with engine.begin() as conn:
         version = conn.execute(select(func.max(schema_table.c.version))).scalar()
@@ -119,11 +149,46 @@ def ensure_schema(engine: SqlEngine) -> None:
             conn.execute(text("ALTER TABLE cascade_requests ADD COLUMN content JSON"))
             conn.execute(text("ALTER TABLE cascade_feedback ADD COLUMN rung INTEGER"))
             conn.execute(schema_table.insert(), {"version": SCHEMA_VERSION})
-        elif version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"this decision log has schema version {version}, newer than this cascade-router "
-                f"understands ({SCHEMA_VERSION}); upgrade cascade-router"
-            )
+
+
+def _check_target(url: str) -> None:
+    """Refuse, at construction, a SQLite path that can never be written: every record would
+    otherwise be lost later, one vague warning at a time."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.is_dir():
+        raise ConfigError("decision_log", f"{path} is a directory, not a SQLite file")
+    if not path.parent.is_dir():
+        raise ConfigError("decision_log", f"the folder {path.parent} does not exist")
+
+
+@functools.cache
+def _lost_counter() -> Any:
+    """The ``cascade.decision_log.records_lost`` counter (a no-op until a meter provider is set)."""
+    try:
+        from opentelemetry import metrics
+
+        return metrics.get_meter("cascade_router").create_counter(
+            "cascade.decision_log.records_lost",
+            unit="{record}",
+            description="Decision-log records dropped (buffer full, log closed) or not written",
+        )
+    except Exception:  # metrics must never break the log
+        return None
+
+
+_live_logs: weakref.WeakSet[DecisionLog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    _registry.lock = threading.Lock()  # may have been held by another thread at the fork
+    for log in list(_live_logs):
+        log._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,35 +219,80 @@ class DecisionLog:
         flush_interval: float = 0.5,
         max_buffer: int = 10_000,
         store_content: bool = False,
+        retry_for: float = 30.0,
+        report_interval: float = 60.0,
     ) -> None:
         """``store_content``: also record the request and every rung's answer text, which is
         what learning a scorer from the log needs. Off by default: prompts and answers may hold
-        personal data."""
-        if batch_size < 1 or max_buffer < 1 or flush_interval <= 0:
-            raise ConfigError("decision_log", "batch_size, max_buffer and flush_interval must be positive")
+        personal data. ``retry_for``: seconds a batch the database refuses is retried before its
+        records count as lost. ``report_interval``: seconds between two loss warnings."""
+        if batch_size < 1 or max_buffer < 1 or flush_interval <= 0 or retry_for < 0 or report_interval <= 0:
+            raise ConfigError(
+                "decision_log",
+                "batch_size, max_buffer, flush_interval and report_interval must be positive, retry_for >= 0",
+            )
         self.url = database_url(target)
+        register_url_secrets(self.url)
+        _check_target(self.url)
+        # The engine (and so the database driver's import) is made here, in the caller's thread:
+        # if the writer thread imported the driver, a fork() in the middle of that import would
+        # leave the child's import state broken. It connects on first use only.
+        try:
+            self._engine = _make_engine(self.url)
+        except (SQLAlchemyError, ValueError) as exc:
+            raise ConfigError("decision_log", f"cannot use {safe_url(self.url)}: {exc}") from None
+        self._schema_ready = False
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self.store_content = store_content
+        self.retry_for = retry_for
+        self.report_interval = report_interval
         self._buffer: deque[dict[str, Any]] = deque()
+        self._closed = False
+        self._reset_process_state()
+        _live_logs.add(self)
+        atexit.register(self.close)
+
+    def _reset_process_state(self) -> None:
+        """Everything that belongs to one process: locks, the writer thread, the connections."""
+        self._pid = os.getpid()
         self._cond = threading.Condition()
         self._in_flight = 0
         self._written = self._dropped = self._failed = 0
-        self._loss_reported = False
-        self._closed = False
+        self._unreported = 0
+        self._last_report = -math.inf
         self._thread: threading.Thread | None = None
-        self._engine: SqlEngine | None = None
         self._engine_lock = threading.Lock()
-        atexit.register(self.close)
+
+    def _after_fork(self) -> None:
+        # The parent's writer thread does not exist here and its locks may have been held at the
+        # fork; its queued records are the parent's to write. Its pooled connections must not be
+        # used (nor closed) from this process.
+        self._buffer = deque()
+        self._reset_process_state()
+        # A new engine: the parent's pool and statement cache have locks of their own that its
+        # writer may have held at the fork. Its connections are left to the parent.
+        self._engine.dispose(close=False)
+        self._engine = _make_engine(self.url)
+        self._schema_ready = False
 
     def __repr__(self) -> str:
-        return f"DecisionLog({_redact(self.url)!r})"
+        return f"DecisionLog({safe_url(self.url)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy in another process (a pickled model) writes to the same database.
+        return (_reopen, (self.url, self.store_content))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DecisionLog:
+        return self  # a log is a shared resource, like a connection pool
 
     # -- writing -------------------------------------------------------------------------------
 
     def record(self, record: Mapping[str, Any]) -> None:
         """Queue one request record. Never blocks, never raises."""
+        if self._pid != os.getpid():  # forked without the at-fork hook (e.g. os.fork from C)
+            self._after_fork()
         with self._cond:
             if self._closed or len(self._buffer) >= self.max_buffer:
                 self._dropped += 1
@@ -190,7 +300,7 @@ class DecisionLog:
             else:
                 self._buffer.append(dict(record))
                 lost_now = False
-                if self._thread is None:
+                if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(
                         target=self._run, name="cascade-decision-log", daemon=True
                     )
@@ -198,27 +308,48 @@ class DecisionLog:
                 if len(self._buffer) >= self.batch_size:
                     self._cond.notify()
         if lost_now:
-            self._report_loss("the buffer is full" if not self._closed else "the log is closed")
+            self._lost(1, "the log is closed" if self._closed else "the buffer is full")
 
-    def _report_loss(self, why: str, exc: BaseException | None = None) -> None:
+    def count_lost(self, exc: BaseException) -> None:
+        """Count a record that could not even be built (a bug): it is lost, and said so."""
         with self._cond:
-            if self._loss_reported:
+            self._failed += 1
+        self._lost(1, "a record could not be built", exc)
+
+    def _lost(self, n: int, why: str, exc: BaseException | None = None) -> None:
+        """Count ``n`` lost records in the metric; warn at most once per ``report_interval``,
+        with how many were lost since the last warning."""
+        counter = _lost_counter()
+        if counter is not None:
+            with contextlib.suppress(Exception):
+                counter.add(n, {"reason": why})
+        now = time.monotonic()
+        with self._cond:
+            self._unreported += n
+            if now - self._last_report < self.report_interval:
                 return
-            self._loss_reported = True
+            count, self._unreported, self._last_report = self._unreported, 0, now
+            total = self._dropped + self._failed
         _log.warning(
-            "cascade-router decision log %s: records are being dropped because %s%s; requests are "
-            "unaffected, losses are counted in DecisionLog.stats()",
-            _redact(self.url),
+            "cascade-router decision log %s: %d record(s) lost since the last report (%d in all) "
+            "because %s%s; requests are unaffected, losses are counted in DecisionLog.stats()",
+            safe_url(self.url),
+            count,
+            total,
             why,
             f" ({type(exc).__name__}: {redact(str(exc))[:300]})" if exc else "",
         )
 
     def engine(self) -> SqlEngine:
+        """The SQLAlchemy engine, the schema checked (and created) on first use."""
         with self._engine_lock:
-            if self._engine is None:
-                engine = _make_engine(self.url)
-                ensure_schema(engine)
-                self._engine = engine
+            if not self._schema_ready:
+                try:
+                    ensure_schema(self._engine)
+                except BaseException:
+                    self._engine.dispose()
+                    raise
+                self._schema_ready = True
             return self._engine
 
     def _run(self) -> None:
@@ -237,16 +368,28 @@ class DecisionLog:
                 self._in_flight = 0
                 self._cond.notify_all()
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _insert(self, batch: list[dict[str, Any]]) -> None:
         try:
             with self.engine().begin() as conn:
                 conn.execute(requests_table.insert(), batch)
+        except SQLAlchemyError:
+            # Connections broken by a server restart are not reused on the next try.
+            self._engine.dispose()
+            raise
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        retrying = Retrying(
+            stop=stop_after_delay(self.retry_for),
+            wait=wait_exponential(multiplier=0.1, max=5),
+            retry=retry_if_exception_type(SQLAlchemyError),
+            reraise=True,
+        )
+        try:
+            retrying(self._insert, batch)
         except Exception as exc:
             with self._cond:
                 self._failed += len(batch)
-                # A broken engine (server gone) is rebuilt on the next batch.
-                self._engine = None
-            self._report_loss("the database cannot be written", exc)
+            self._lost(len(batch), "the database cannot be written", exc)
         else:
             with self._cond:
                 self._written += len(batch)
@@ -267,19 +410,26 @@ class DecisionLog:
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Write what is queued, then stop the writer. Later records are dropped and counted."""
+        """Write what is queued, then stop the writer. Later records are dropped and counted;
+        records that could not be written in ``timeout`` are counted and reported as lost."""
         if self._closed:
             return
+        if self._pid != os.getpid():
+            self._after_fork()
         self.flush(timeout)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        with self._engine_lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+        with self._cond:
+            left = len(self._buffer)
+            self._buffer.clear()
+            self._failed += left
+        if left:
+            self._last_report = -math.inf  # closing: say it now, whatever the interval
+            self._lost(left, f"the log was closed before they could be written (within {timeout} s)")
+        self._engine.dispose()
         atexit.unregister(self.close)
 
     def stats(self) -> LogStats:
@@ -289,27 +439,54 @@ class DecisionLog:
     # -- feedback and reading ------------------------------------------------------------------
 
     def record_feedback(
-        self, request_id: str, score: float, comment: str | None = None, *, rung: int | None = None
+        self,
+        request_id: str,
+        score: float | bool,
+        comment: str | None = None,
+        *,
+        rung: int | None = None,
+        require_known: bool = True,
     ) -> None:
         """Attach a rating or label to a logged request (written now, not batched).
 
-        ``rung=None`` rates the answer the user got; ``rung=i`` rates rung i's answer, as a grader
-        labelling every attempt would (what learning and calibrating from the log need)."""
+        ``score`` is a quality in [0, 1], or a bool for a thumbs up / down. ``rung=None`` rates
+        the answer the user got; ``rung=i`` rates rung i's answer, as a grader labelling every
+        attempt would (what learning and calibrating from the log need). A request id this log
+        has never seen is refused (a typo would otherwise label nothing); ``require_known=False``
+        accepts it, for feedback that may arrive before another process has written its record.
+        """
         if isinstance(score, bool):  # a thumbs up / down
             score = 1.0 if score else 0.0
-        if not isinstance(score, int | float) or math.isnan(score):
-            raise ConfigError("score", f"expected a number or a bool, got {score!r}")
+        value = _as_number(score)
+        if value is None or not 0.0 <= value <= 1.0:
+            raise ConfigError("score", f"expected a number in [0, 1] or a bool, got {score!r}")
+        if rung is not None and (isinstance(rung, bool) or not isinstance(rung, int) or rung < 0):
+            raise ConfigError("rung", f"expected a rung index (0, 1, ...), got {rung!r}")
+        if require_known and not self._knows(request_id):
+            raise ConfigError("request_id", f"no request {request_id!r} in {self!r}")
         with self.engine().begin() as conn:
             conn.execute(
                 feedback_table.insert(),
                 {
                     "request_id": request_id,
                     "created_at": datetime.now(UTC),
-                    "score": float(score),
+                    "score": value,
                     "comment": comment,
                     "rung": rung,
                 },
             )
+
+    def _knows(self, request_id: str) -> bool:
+        with self._cond:
+            if any(r.get("request_id") == request_id for r in self._buffer):
+                return True
+        # A batch may be on its way to the database right now: wait for it before looking.
+        self.flush(timeout=5.0)
+        with self.engine().connect() as conn:
+            found = conn.execute(
+                select(requests_table.c.request_id).where(requests_table.c.request_id == request_id)
+            ).first()
+        return found is not None
 
     def _feedback(self, request_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
@@ -382,18 +559,29 @@ class DecisionLog:
             offset += len(rows)
 
 
-def _redact(url: str) -> str:
-    """A URL without its password, for messages and logs."""
+def _as_number(value: object) -> float | None:
     try:
-        from sqlalchemy.engine import make_url
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<decision log URL>"
+
+def _reopen(url: str, store_content: bool) -> DecisionLog:
+    log = shared_log(url)
+    log.store_content = log.store_content or store_content
+    return log
 
 
-_shared: dict[str, DecisionLog] = {}
-_shared_lock = threading.Lock()
+class _Registry:
+    """The process's shared logs, one per URL."""
+
+    def __init__(self) -> None:
+        self.logs: dict[str, DecisionLog] = {}
+        self.lock = threading.Lock()
+
+
+_registry = _Registry()
 
 
 def shared_log(target: str | Path | DecisionLog) -> DecisionLog:
@@ -401,10 +589,10 @@ def shared_log(target: str | Path | DecisionLog) -> DecisionLog:
     if isinstance(target, DecisionLog):
         return target
     url = database_url(target)
-    with _shared_lock:
-        log = _shared.get(url)
+    with _registry.lock:
+        log = _registry.logs.get(url)
         if log is None or log._closed:
-            log = _shared[url] = DecisionLog(url)
+            log = _registry.logs[url] = DecisionLog(url)
         return log
 
 

@@ -8,122 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import AsyncRetrying, Retrying, stop_after_attempt, wait_exponential
 
 from cascade_router import policy
-from cascade_router._version import __version__
 from cascade_router.attempts import Attempt, Result
 from cascade_router.backend import Backend
-from cascade_router.config import Rung
-from cascade_router.errors import (
-    CascadeExhaustedError,
-    CascadeStreamError,
-    RejectedAnswer,
-    RungTimeoutError,
-    ScorerError,
-)
+from cascade_router.errors import RungTimeoutError, ScorerError
 from cascade_router.model_io import ModelOutput, Request, Usage
+from cascade_router.policy import Evidence
 from cascade_router.pricing import Price, cost_usd
-from cascade_router.redaction import redact
-from cascade_router.scorers import Score, Scorer, structural_problem
+from cascade_router.records import (
+    config_hash,
+    error_text,
+    exhausted_error,
+    ladder_summary,
+    midstream_error,
+    request_record,
+)
+from cascade_router.scorers import Score, structural_problem
+from cascade_router.scorers.base import as_probability
+from cascade_router.scorers.validity import EMPTY_ANSWER
 from cascade_router.telemetry import RequestSpan, RungSpan, Telemetry
 from cascade_router.timeouts import call_with_timeout
 
 if TYPE_CHECKING:
     from cascade_router.decision_log import DecisionLog
+    from cascade_router.ladder import RungRuntime
 
-
-@dataclass(frozen=True, slots=True)
-class RungRuntime:
-    """A rung as the engine runs it: its rule plus the names its adapter resolved."""
-
-    index: int
-    name: str
-    provider: str | None
-    model: str | None
-    scorer: Scorer | None
-    threshold: float | None
-    timeout: float | None
-    price: Price | None
-    on_missing: policy.OnMissing
-    on_tool_call: policy.OnToolCall
-    validate_output: bool
-    max_retries: int
-
-    @property
-    def has_scorer(self) -> bool:
-        return self.scorer is not None
-
-    @classmethod
-    def from_rung(
-        cls, index: int, rung: Rung, *, name: str, provider: str | None, model: str | None
-    ) -> RungRuntime:
-        return cls(
-            index=index,
-            name=name,
-            provider=rung.provider or provider,
-            model=model,
-            scorer=rung.scorer,
-            threshold=rung.threshold,
-            timeout=rung.timeout,
-            price=rung.price,
-            on_missing=rung.on_missing,
-            on_tool_call=rung.on_tool_call,
-            validate_output=rung.validate_output,
-            max_retries=rung.max_retries,
-        )
-
-
-def runtimes_for(
-    rungs: Sequence[Rung], identities: Sequence[tuple[str | None, str | None]], fallback: Sequence[str]
-) -> list[RungRuntime]:
-    """Runtimes for a ladder whose models an adapter resolved: ``identities`` are each model's
-    (provider, model name), ``fallback`` a name for a rung with neither a name nor a model name.
-    Repeated names get ``#index`` so that every rung's name is unique in results and traces."""
-    names: list[str] = []
-    for i, rung in enumerate(rungs):
-        name = rung.name or identities[i][1] or fallback[i]
-        names.append(name if name not in names else f"{name}#{i}")
-    return [
-        RungRuntime.from_rung(i, rung, name=names[i], provider=identities[i][0], model=identities[i][1])
-        for i, rung in enumerate(rungs)
-    ]
-
-
-def model_key(value: Any) -> Any:
-    """Dictionary key for a model reference: strings by value, objects by identity (models are
-    often unhashable pydantic objects)."""
-    return value if isinstance(value, str) else id(value)
-
-
-JudgeT = TypeVar("JudgeT")
-
-
-def resolve_judges(
-    rungs: Sequence[Rung],
-    resolve: Callable[[Any, str], JudgeT],
-    identity: Callable[[JudgeT], tuple[str | None, str | None]],
-) -> dict[Any, tuple[JudgeT, str | None, str | None]]:
-    """Every judge model the rungs' scorers name, resolved once by the adapter's ``resolve(ref,
-    field)`` and keyed by ``model_key``: (model, provider, model name)."""
-    judges: dict[Any, tuple[JudgeT, str | None, str | None]] = {}
-    for i, rung in enumerate(rungs):
-        for ref in rung.scorer.models() if rung.scorer is not None else []:
-            judge = resolve(ref, f"rungs[{i}].scorer.judge")
-            judges[model_key(ref)] = (judge, *identity(judge))
-    return judges
-
+T = TypeVar("T")
 
 Resolver = Callable[[Any, int], Backend]
 """``resolve(model, rung)``: a judge's model reference as a backend bound to the current call;
@@ -230,18 +149,11 @@ class _Scoring:
         return output
 
 
-def _is_probability(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return not math.isnan(value) and 0.0 <= value <= 1.0
-
-
-def _error_text(exc: BaseException) -> str:
-    return redact(f"{type(exc).__name__}: {exc}")
-
-
 class Engine:
-    """Runs requests through a ladder. Stateless between requests; safe to share."""
+    """Runs requests through a ladder. Stateless between requests; safe to share.
+
+    Built by ``ladder.build_ladder``; entry points never construct it themselves.
+    """
 
     def __init__(
         self,
@@ -264,37 +176,20 @@ class Engine:
         self.accept_last = accept_last
         self.propagate = propagate
         self.name = name
-        self.ladder = [
-            {
-                "rung": r.index,
-                "name": r.name,
-                "provider": r.provider,
-                "model": r.model,
-                "threshold": r.threshold,
-                "scorer": _scorer_config(r.scorer),
-                "timeout": r.timeout,
-            }
-            for r in self.rungs
-        ]
+        self.ladder = ladder_summary(self.rungs)
         """The ladder as recorded in the decision log: names, models, rules; never a secret."""
-        self.config_hash = hashlib.sha256(
-            json.dumps(
-                {
-                    "name": name,
-                    "ladder": self.ladder,
-                    "accept_last": accept_last,
-                    "on_exhausted": on_exhausted,
-                },
-                sort_keys=True,
-                default=str,
-            ).encode()
-        ).hexdigest()[:16]
+        self.config_hash = config_hash(name, self.ladder, accept_last, on_exhausted)
         self.telemetry = telemetry or Telemetry(name, [r.name for r in self.rungs])
         self.decision_log = decision_log
 
     # -- per request ---------------------------------------------------------------------------
 
     def _start(self, call: Call) -> _InFlight:
+        if not call.request.has_turn():
+            raise ValueError(
+                "the request has no message to answer (it is empty or holds only a system prompt); "
+                "no rung was called"
+            )
         # 128 random bits as hex, like uuid4().hex, at a fraction of its cost.
         return _InFlight(
             self.telemetry.start_request(call.otel_context),
@@ -319,57 +214,23 @@ class Engine:
         if log is None:
             return
         try:
-            log.record(self._record(state, result, error))
+            record = request_record(
+                request_id=state.request_id,
+                trace_id=state.span.trace_id,
+                cascade=self.name,
+                config_hash=self.config_hash,
+                ladder=self.ladder,
+                started=state.t0,
+                attempts=state.attempts,
+                result=result,
+                error=error,
+                request=state.request,
+                store_content=log.store_content,
+            )
         except Exception as exc:  # a record that cannot even be built is counted as lost
-            from cascade_router.telemetry import _report
-
-            _report("decision log record", exc)
-
-    def _content(self, state: _InFlight) -> dict[str, Any]:
-        """The request and each attempt's answer, for a log that stores content."""
-        request = state.request
-        return {
-            "request": [{"role": m.role, "content": m.content} for m in request.messages] if request else [],
-            "answers": [a.output.text if a.output is not None else None for a in state.attempts],
-        }
-
-    def _record(self, state: _InFlight, result: Result | None, error: BaseException | None) -> dict[str, Any]:
-        attempts = state.attempts
-        usage = Usage()
-        cost: float | None = 0.0
-        for a in attempts:
-            usage = usage + (a.usage or Usage()) + a.scorer_usage
-            c = a.total_cost_usd
-            cost = None if c is None or cost is None else cost + c
-        answered = result.answered_by if result is not None else None
-        if result is not None:
-            outcome: str = result.outcome
-        elif isinstance(error, CascadeExhaustedError):
-            outcome = "exhausted"
-        else:
-            outcome = "error"
-        return {
-            "request_id": state.request_id,
-            "trace_id": state.span.trace_id,
-            "created_at": datetime.now(UTC),
-            "cascade": self.name,
-            "config_hash": self.config_hash,
-            "package_version": __version__,
-            "outcome": outcome,
-            "answered_rung": answered.rung if answered else None,
-            "answered_name": answered.name if answered else None,
-            "answered_model": answered.model if answered else None,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cost_usd": cost,
-            "latency_s": time.perf_counter() - state.t0,
-            "error": _error_text(error)[:2000] if error is not None and result is None else None,
-            "ladder": self.ladder,
-            "attempts": [a.to_dict() for a in attempts],
-            "content": self._content(state)
-            if self.decision_log is not None and self.decision_log.store_content
-            else None,
-        }
+            log.count_lost(exc)
+            return
+        log.record(record)
 
     # -- pieces shared by every driver -------------------------------------------------------
 
@@ -377,8 +238,8 @@ class Engine:
         return policy.is_final(index, len(self.rungs), self.accept_last)
 
     def _error_attempt(self, rung: RungRuntime, backend: Backend, exc: Exception, t0: float) -> Attempt:
-        inputs: dict[str, Any] = {"error": exc}
-        verdict = policy.decide(rung, final=self._final(rung.index), **inputs)
+        evidence = Evidence(error=exc)
+        verdict = policy.decide(rung, evidence, final=self._final(rung.index))
         return Attempt(
             rung=rung.index,
             name=rung.name,
@@ -387,10 +248,43 @@ class Engine:
             decision=verdict.decision,
             reason=verdict.reason,
             threshold=rung.threshold,
-            error=_error_text(exc),
+            error=error_text(exc),
             exception=exc,
+            # Unknown, not 0: a call that failed may still have been billed (a timeout, a
+            # stream cut off after some tokens).
+            cost_usd=None,
             latency_s=time.perf_counter() - t0,
-            inputs=inputs,
+            evidence=evidence,
+        )
+
+    def _abandoned_attempt(
+        self,
+        rung: RungRuntime,
+        backend: Backend,
+        exc: BaseException,
+        t0: float,
+        output: ModelOutput | None = None,
+    ) -> Attempt:
+        """The record of a rung call cut off by the caller (a cancellation, a closed stream,
+        control flow such as an agent interrupt): it ran, so the log must show it."""
+        usage = output.usage if output is not None else None
+        provider = rung.provider or backend.provider
+        model = (output.model if output is not None else None) or rung.model or backend.model
+        return Attempt(
+            rung=rung.index,
+            name=rung.name,
+            provider=provider,
+            model=model,
+            decision="abandoned",
+            reason=f"abandoned: {type(exc).__name__}",
+            threshold=rung.threshold,
+            usage=usage,
+            # Unknown without usage: the provider may bill a call the caller stopped waiting for.
+            cost_usd=cost_usd(usage, provider=provider, model=model, price=rung.price)
+            if usage is not None
+            else None,
+            latency_s=time.perf_counter() - t0,
+            output=output,
         )
 
     def _pre_check(self, rung: RungRuntime, request: Request, output: ModelOutput) -> tuple[str | None, bool]:
@@ -399,6 +293,11 @@ class Engine:
         if invalid is not None:
             return invalid, False
         return None, policy.should_score(rung, is_tool_call=bool(output.tool_calls))
+
+    def _scorer_timeout(self, rung: RungRuntime) -> Callable[[], BaseException]:
+        return lambda: ScorerError(
+            f"the scorer of rung {rung.name!r} gave no score within {rung.timeout:g} s"
+        )
 
     def _finish(
         self,
@@ -416,22 +315,22 @@ class Engine:
         value: float | None = None
         scorer_error: str | None = None
         if scorer_exc is not None:
-            scorer_error = _error_text(scorer_exc)
+            scorer_error = error_text(scorer_exc)
         elif score is not None and score.value is not None:
-            value = score.value
-            if not _is_probability(value):
-                scorer_error = _error_text(
-                    ScorerError(f"{score.method} scorer returned {value!r}, not a number in [0, 1]")
+            value = as_probability(score.value)
+            if value is None:
+                scorer_error = error_text(
+                    ScorerError(f"{score.method} scorer returned {score.value!r:.80}, not a number in [0, 1]")
                 )
-                value = None
-        inputs: dict[str, Any] = {
-            "invalid": invalid,
-            "is_tool_call": bool(output.tool_calls),
-            "score": value,
-            "missing": score.missing if score is not None else None,
-            "scorer_error": scorer_error,
-        }
-        verdict = policy.decide(rung, final=self._final(rung.index), **inputs)
+        evidence = Evidence(
+            invalid=invalid,
+            malformed=invalid is not None and invalid != EMPTY_ANSWER,
+            is_tool_call=bool(output.tool_calls),
+            score=value,
+            missing=score.missing if score is not None else None,
+            scorer_error=scorer_error,
+        )
+        verdict = policy.decide(rung, evidence, final=self._final(rung.index))
         model = output.model or rung.model or backend.model
         method = "validity" if invalid is not None else (score.method if score is not None else None)
         return Attempt(
@@ -456,7 +355,7 @@ class Engine:
             latency_s=time.perf_counter() - t0,
             ttft_s=ttft,
             output=output,
-            inputs=inputs,
+            evidence=evidence,
         )
 
     def _conclude(self, attempts: list[Attempt]) -> Result:
@@ -465,35 +364,54 @@ class Engine:
             raise exhausted_error(attempts)
         return Result(attempts, conclusion.accepted, conclusion.outcome)
 
-    def _retrying(self, rung: RungRuntime) -> Retrying:
-        return Retrying(
+    def _retryable(self, state: Any) -> bool:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return exc is not None and not isinstance(exc, self.propagate)
+
+    def _with_retries(self, rung: RungRuntime, fn: Callable[[], T]) -> T:
+        if rung.max_retries == 0:
+            return fn()
+        retrying = Retrying(
             stop=stop_after_attempt(rung.max_retries + 1),
             wait=wait_exponential(multiplier=0.2, max=5),
             retry=self._retryable,
             reraise=True,
         )
+        return retrying(fn)
 
-    def _retryable(self, state: Any) -> bool:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        return exc is not None and not isinstance(exc, self.propagate)
+    async def _awith_retries(self, rung: RungRuntime, fn: Callable[[], Awaitable[T]]) -> T:
+        if rung.max_retries == 0:
+            return await fn()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(rung.max_retries + 1),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=self._retryable,
+            reraise=True,
+        )
+        return await retrying(fn)
+
+    @staticmethod
+    def _rung_timeout(rung: RungRuntime) -> Callable[[], BaseException]:
+        return lambda: RungTimeoutError(rung.name, rung.timeout or 0.0)
 
     # -- sync ----------------------------------------------------------------------------------
 
     def _invoke_rung(self, rung: RungRuntime, backend: Backend, request: Request) -> ModelOutput:
         def once() -> ModelOutput:
-            return call_with_timeout(lambda: backend.invoke(request), rung.timeout, rung.name)
+            return call_with_timeout(
+                partial(backend.invoke, request), rung.timeout, self._rung_timeout(rung), name=rung.name
+            )
 
-        if rung.max_retries == 0:
-            return once()
-        return self._retrying(rung)(once)
+        return self._with_retries(rung, once)
 
-    def _attempt(self, call: Call, index: int, req: RequestSpan) -> Attempt:
+    def _attempt(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
+        """Call rung ``index`` and append its attempt (also when the call is cut off)."""
         rung, backend = self.rungs[index], call.backends[index]
         span = req.rung(index, rung.name, rung.model or backend.model)
         attempt: Attempt | None = None
+        t0 = time.perf_counter()
         try:
             with span.active():
-                t0 = time.perf_counter()
                 model_span = span.call(backend, call.request, role="rung")
                 try:
                     with model_span.active():
@@ -503,11 +421,23 @@ class Engine:
                     if isinstance(exc, self.propagate):
                         raise
                     attempt = self._error_attempt(rung, backend, exc, t0)
-                    return attempt
+                    return
+                except BaseException as exc:
+                    model_span.finish(error=exc)
+                    raise
                 model_span.finish(output)
-                attempt = self._score_sync(call, rung, backend, output, t0, span=span)
-                return attempt
+                try:
+                    attempt = self._score_sync(call, rung, backend, output, t0, span=span)
+                except BaseException as exc:
+                    attempt = self._abandoned_attempt(rung, backend, exc, t0, output)
+                    raise
+        except BaseException as exc:
+            if attempt is None:
+                attempt = self._abandoned_attempt(rung, backend, exc, t0)
+            raise
         finally:
+            if attempt is not None:
+                attempts.append(attempt)
             span.finish(attempt)
 
     def _score_sync(
@@ -524,10 +454,16 @@ class Engine:
         invalid, wanted = self._pre_check(rung, call.request, output)
         score = scorer_exc = scoring = None
         if wanted:
-            assert rung.scorer is not None
+            scorer = rung.scorer
+            assert scorer is not None
             scoring = _Scoring(call, rung.index, span)
             try:
-                score = rung.scorer.score(call.request, output, scoring)
+                score = call_with_timeout(
+                    partial(scorer.score, call.request, output, scoring),
+                    rung.timeout,
+                    self._scorer_timeout(rung),
+                    name=f"{rung.name} scorer",
+                )
             except self.propagate:
                 raise
             except Exception as exc:
@@ -550,7 +486,7 @@ class Engine:
         try:
             with req.active():
                 while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
-                    attempts.append(self._attempt(call, index, req))
+                    self._attempt(call, index, req, attempts)
             result = self._conclude(attempts)
         except BaseException as exc:
             self._done(state, None, exc)
@@ -569,23 +505,15 @@ class Engine:
             except TimeoutError:
                 raise RungTimeoutError(rung.name, rung.timeout) from None
 
-        if rung.max_retries == 0:
-            return await once()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(rung.max_retries + 1),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            retry=self._retryable,
-            reraise=True,
-        )
-        return await retrying(once)
+        return await self._awith_retries(rung, once)
 
-    async def _aattempt(self, call: Call, index: int, req: RequestSpan) -> Attempt:
+    async def _aattempt(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
         rung, backend = self.rungs[index], call.backends[index]
         span = req.rung(index, rung.name, rung.model or backend.model)
         attempt: Attempt | None = None
+        t0 = time.perf_counter()
         try:
             with span.active():
-                t0 = time.perf_counter()
                 model_span = span.call(backend, call.request, role="rung")
                 try:
                     with model_span.active():
@@ -595,11 +523,23 @@ class Engine:
                     if isinstance(exc, self.propagate):
                         raise
                     attempt = self._error_attempt(rung, backend, exc, t0)
-                    return attempt
+                    return
+                except BaseException as exc:  # a cancellation: the client went away
+                    model_span.finish(error=exc)
+                    raise
                 model_span.finish(output)
-                attempt = await self._score_async(call, rung, backend, output, t0, span=span)
-                return attempt
+                try:
+                    attempt = await self._score_async(call, rung, backend, output, t0, span=span)
+                except BaseException as exc:
+                    attempt = self._abandoned_attempt(rung, backend, exc, t0, output)
+                    raise
+        except BaseException as exc:
+            if attempt is None:
+                attempt = self._abandoned_attempt(rung, backend, exc, t0)
+            raise
         finally:
+            if attempt is not None:
+                attempts.append(attempt)
             span.finish(attempt)
 
     async def _score_async(
@@ -619,7 +559,14 @@ class Engine:
             assert rung.scorer is not None
             scoring = _Scoring(call, rung.index, span)
             try:
-                score = await rung.scorer.ascore(call.request, output, scoring)
+                scored = rung.scorer.ascore(call.request, output, scoring)
+                if rung.timeout is None:
+                    score = await scored
+                else:
+                    try:
+                        score = await asyncio.wait_for(scored, rung.timeout)
+                    except TimeoutError:
+                        raise self._scorer_timeout(rung)() from None
             except self.propagate:
                 raise
             except Exception as exc:
@@ -642,7 +589,7 @@ class Engine:
         try:
             with req.active():
                 while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
-                    attempts.append(await self._aattempt(call, index, req))
+                    await self._aattempt(call, index, req, attempts)
             result = self._conclude(attempts)
         except BaseException as exc:
             self._done(state, None, exc)
@@ -659,13 +606,44 @@ class Engine:
         replay backends this is exactly what live traffic would have produced. Not traced or
         logged: a probe is not a request.
         """
-        req = self.telemetry._no_request
-        return [await self._aattempt(call, index, req) for index in range(len(self.rungs))]
+        attempts: list[Attempt] = []
+        for index in range(len(self.rungs)):
+            await self._aattempt(call, index, self.telemetry.untraced, attempts)
+        return attempts
 
     # -- streaming -----------------------------------------------------------------------------
 
     def _streams_live(self, index: int) -> bool:
         return policy.streams_live(self.rungs[index], final=self._final(index))
+
+    def _open_live(self, rung: RungRuntime, backend: Backend, request: Request) -> tuple[Any, Any, Any]:
+        """Start a live stream and wait (within the timeout) for its first chunk, retrying the
+        whole opening as ``invoke`` retries a call: nothing has reached the caller yet."""
+
+        def once() -> tuple[Any, Any, Any]:
+            handle = backend.stream(request)
+            chunks = iter(handle)
+            first = call_with_timeout(
+                partial(next, chunks, _END), rung.timeout, self._rung_timeout(rung), name=rung.name
+            )
+            return handle, chunks, first
+
+        return self._with_retries(rung, once)
+
+    async def _aopen_live(
+        self, rung: RungRuntime, backend: Backend, request: Request
+    ) -> tuple[Any, Any, Any]:
+        async def once() -> tuple[Any, Any, Any]:
+            handle = backend.astream(request)
+            chunks = aiter(handle)
+            if rung.timeout is None:
+                return handle, chunks, await anext(chunks, _END)
+            try:
+                return handle, chunks, await asyncio.wait_for(anext(chunks, _END), rung.timeout)
+            except TimeoutError:
+                raise RungTimeoutError(rung.name, rung.timeout) from None
+
+        return await self._awith_retries(rung, once)
 
     def stream(self, call: Call) -> Iterator[StreamEvent]:
         """Events for one request: the answer's chunks, then ``Finished`` with the result.
@@ -681,7 +659,7 @@ class Engine:
             while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
                 if not self._streams_live(index):
                     with req.active():
-                        attempts.append(self._attempt(call, index, req))
+                        self._attempt(call, index, req, attempts)
                     continue
                 live.add(index)
                 rung, backend = self.rungs[index], call.backends[index]
@@ -692,9 +670,7 @@ class Engine:
                 ttft: float | None = None
                 try:
                     with model_span.active():
-                        handle = backend.stream(call.request)
-                        chunks = iter(handle)
-                        chunk = call_with_timeout(partial(next, chunks, _END), rung.timeout, rung.name)
+                        handle, chunks, chunk = self._open_live(rung, backend, call.request)
                     while chunk is not _END:
                         if not emitted:
                             ttft, emitted = time.perf_counter() - t1, True
@@ -706,21 +682,35 @@ class Engine:
                 except Exception as exc:
                     model_span.finish(error=exc)
                     if isinstance(exc, self.propagate):
-                        span.finish(None)
+                        self._abandon(
+                            span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1
+                        )
                         raise
                     attempt = self._error_attempt(rung, backend, exc, t1)
                     span.finish(attempt)
                     attempts.append(attempt)
                     if emitted:
-                        raise _midstream_error(rung, exc, attempts) from exc
+                        raise midstream_error(rung.name, exc, attempts) from exc
                     continue
-                except BaseException:  # the consumer closed the stream, or a cancellation
-                    model_span.finish()
-                    span.finish(None)
+                except BaseException as exc:  # the consumer closed the stream, or a cancellation
+                    model_span.finish(error=exc)
+                    self._abandon(span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1)
                     raise
                 model_span.finish(output)
-                with span.active():
-                    attempt = self._score_sync(call, rung, backend, output, t1, span=span, ttft=ttft)
+                try:
+                    with span.active():
+                        attempt = self._score_sync(call, rung, backend, output, t1, span=span, ttft=ttft)
+                except BaseException as exc:
+                    self._abandon(
+                        span=span,
+                        attempts=attempts,
+                        rung=rung,
+                        backend=backend,
+                        exc=exc,
+                        t0=t1,
+                        output=output,
+                    )
+                    raise
                 span.finish(attempt)
                 attempts.append(attempt)
             result = self._conclude(attempts)
@@ -732,6 +722,21 @@ class Engine:
             yield WholeAnswer(result.output, result.answered_by.rung)
         yield Finished(result)
 
+    def _abandon(
+        self,
+        *,
+        span: RungSpan,
+        attempts: list[Attempt],
+        rung: RungRuntime,
+        backend: Backend,
+        exc: BaseException,
+        t0: float,
+        output: ModelOutput | None = None,
+    ) -> None:
+        attempt = self._abandoned_attempt(rung, backend, exc, t0, output)
+        attempts.append(attempt)
+        span.finish(attempt)
+
     async def astream(self, call: Call) -> AsyncIterator[StreamEvent]:
         """The async twin of ``stream``; the same events in the same order."""
         state = self._start(call)
@@ -741,7 +746,7 @@ class Engine:
             while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
                 if not self._streams_live(index):
                     with req.active():
-                        attempts.append(await self._aattempt(call, index, req))
+                        await self._aattempt(call, index, req, attempts)
                     continue
                 live.add(index)
                 rung, backend = self.rungs[index], call.backends[index]
@@ -752,15 +757,7 @@ class Engine:
                 ttft: float | None = None
                 try:
                     with model_span.active():
-                        handle = backend.astream(call.request)
-                        chunks = aiter(handle)
-                        try:
-                            if rung.timeout is None:
-                                chunk = await anext(chunks, _END)
-                            else:
-                                chunk = await asyncio.wait_for(anext(chunks, _END), rung.timeout)
-                        except TimeoutError:
-                            raise RungTimeoutError(rung.name, rung.timeout or 0.0) from None
+                        handle, chunks, chunk = await self._aopen_live(rung, backend, call.request)
                     while chunk is not _END:
                         if not emitted:
                             ttft, emitted = time.perf_counter() - t1, True
@@ -772,21 +769,37 @@ class Engine:
                 except Exception as exc:
                     model_span.finish(error=exc)
                     if isinstance(exc, self.propagate):
-                        span.finish(None)
+                        self._abandon(
+                            span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1
+                        )
                         raise
                     attempt = self._error_attempt(rung, backend, exc, t1)
                     span.finish(attempt)
                     attempts.append(attempt)
                     if emitted:
-                        raise _midstream_error(rung, exc, attempts) from exc
+                        raise midstream_error(rung.name, exc, attempts) from exc
                     continue
-                except BaseException:
-                    model_span.finish()
-                    span.finish(None)
+                except BaseException as exc:
+                    model_span.finish(error=exc)
+                    self._abandon(span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1)
                     raise
                 model_span.finish(output)
-                with span.active():
-                    attempt = await self._score_async(call, rung, backend, output, t1, span=span, ttft=ttft)
+                try:
+                    with span.active():
+                        attempt = await self._score_async(
+                            call, rung, backend, output, t1, span=span, ttft=ttft
+                        )
+                except BaseException as exc:
+                    self._abandon(
+                        span=span,
+                        attempts=attempts,
+                        rung=rung,
+                        backend=backend,
+                        exc=exc,
+                        t0=t1,
+                        output=output,
+                    )
+                    raise
                 span.finish(attempt)
                 attempts.append(attempt)
             result = self._conclude(attempts)
@@ -799,50 +812,4 @@ class Engine:
         yield Finished(result)
 
 
-def _scorer_config(scorer: Scorer | None) -> dict[str, Any] | None:
-    """A scorer's settings for the log and the config hash: plain values only, models by name."""
-    if scorer is None:
-        return None
-    out: dict[str, Any] = {"kind": getattr(scorer, "kind", type(scorer).__name__)}
-    for key, value in scorer:
-        if key == "kind":
-            continue
-        if value is None or isinstance(value, str | int | float | bool):
-            out[key] = value
-        elif isinstance(value, Scorer):
-            out[key] = _scorer_config(value)
-        elif isinstance(value, list | tuple) and all(isinstance(v, Scorer) for v in value):
-            out[key] = [_scorer_config(v) for v in value]
-        else:
-            name = getattr(value, "model_name", None) or getattr(value, "model", None)
-            out[key] = f"{type(value).__name__}({name})" if isinstance(name, str) else type(value).__name__
-    return out
-
-
 _END: Any = object()
-
-
-def _midstream_error(rung: RungRuntime, exc: Exception, attempts: list[Attempt]) -> CascadeStreamError:
-    return CascadeStreamError(
-        f"rung {rung.name!r} failed after part of its answer was streamed; the answer is "
-        f"incomplete and was not retried on another rung: {_error_text(exc)}",
-        attempts=attempts,
-    )
-
-
-def exhausted_error(attempts: list[Attempt]) -> CascadeExhaustedError:
-    """One exception holding every attempt's error; its message lists rung, model and error."""
-    exceptions: list[Exception] = []
-    lines = []
-    for a in attempts:
-        if isinstance(a.exception, Exception) and a.decision == "error":
-            exc: Exception = a.exception
-        else:
-            exc = RejectedAnswer(f"rung {a.rung} {a.name!r} ({a.model}): {a.reason}")
-            if a.exception is not None:
-                exc.__cause__ = a.exception
-        exceptions.append(exc)
-        what = a.error if a.decision == "error" else a.reason
-        lines.append(f"rung {a.rung} {a.name!r} ({a.model}): {what}")
-    message = "no rung gave an acceptable answer: " + "; ".join(lines)
-    return CascadeExhaustedError(message, exceptions, attempts)

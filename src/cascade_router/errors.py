@@ -6,15 +6,21 @@ CascadeError
 ├── ScorerError                       a scorer raised or returned no usable number; the rung escalates
 ├── RungTimeoutError (TimeoutError)   a rung took longer than its timeout; the ladder falls back
 ├── RejectedAnswer                    stands for a low-confidence answer inside CascadeExhaustedError
+├── RungFailure                       stands in for a rung's error that cannot cross a process boundary
 ├── CascadeStreamError                a stream failed after output had reached the caller
 └── CascadeExhaustedError (ExceptionGroup)
                                       no rung produced an acceptable answer; holds one error per attempt
 ```
+
+Every one of them survives ``pickle`` (a ``ProcessPoolExecutor`` worker raising one must not
+break the pool), with its fields.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
@@ -37,6 +43,9 @@ class ConfigError(CascadeError, ValueError):
         self.problem = problem
         super().__init__(f"{field}: {problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.field, self.problem))
+
 
 class ScorerError(CascadeError):
     """A scorer raised, or returned something that is not a number in [0, 1].
@@ -53,6 +62,14 @@ class RungTimeoutError(CascadeError, TimeoutError):
         self.rung = rung
         self.timeout = timeout
         super().__init__(f"rung {rung!r} gave no answer within {timeout:g} s")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.rung, self.timeout))
+
+
+class RungFailure(CascadeError):
+    """A rung's error as text, where the original exception cannot be pickled (many provider
+    SDK errors hold an HTTP response): what ``CascadeExhaustedError`` carries across processes."""
 
 
 class RejectedAnswer(CascadeError):
@@ -73,6 +90,38 @@ class CascadeStreamError(CascadeError):
     def __init__(self, message: str, *, attempts: Sequence[Attempt] = ()) -> None:
         super().__init__(message)
         self.attempts = list(attempts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_stream_error, (str(self), portable_attempts(self.attempts)))
+
+
+def _rebuild_stream_error(message: str, attempts: list[Attempt]) -> CascadeStreamError:
+    return CascadeStreamError(message, attempts=attempts)
+
+
+def portable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickle, else a ``RungFailure`` with its type and message."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RungFailure(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def portable_attempts(attempts: Sequence[Attempt]) -> list[Attempt]:
+    """Attempt records that can cross a process boundary: the answers' framework objects and
+    the exceptions stay behind (the records keep their text, scores and costs)."""
+    return [
+        replace(
+            a,
+            output=None,
+            exception=None,
+            evidence=replace(a.evidence, error=RungFailure(a.error or "error"))
+            if a.evidence.error is not None
+            else a.evidence,
+        )
+        for a in attempts
+    ]
 
 
 class CascadeExhaustedError(ExceptionGroup[Exception], CascadeError):
@@ -99,4 +148,5 @@ class CascadeExhaustedError(ExceptionGroup[Exception], CascadeError):
         return CascadeExhaustedError(self.message, excs, self.attempts)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.message, list(self.exceptions), self.attempts))
+        exceptions = [portable(e) for e in self.exceptions]
+        return (self.__class__, (self.message, exceptions, portable_attempts(self.attempts)))

@@ -103,6 +103,7 @@ class _Decided:
     rung: int
     decision: policy.Decision
     score: float | None
+    evidence: policy.Evidence
 
 
 def simulate(
@@ -121,9 +122,9 @@ def simulate(
         while (index := policy.next_rung(decided, n)) is not None:
             attempt = p.attempts[index]
             verdict = policy.decide(
-                rules[index], final=policy.is_final(index, n, engine.accept_last), **attempt.inputs
+                rules[index], attempt.evidence, final=policy.is_final(index, n, engine.accept_last)
             )
-            decided.append(_Decided(index, verdict.decision, attempt.score))
+            decided.append(_Decided(index, verdict.decision, attempt.score, attempt.evidence))
             c = attempt.total_cost_usd
             cost = None if c is None or cost is None else cost + c
         conclusion = policy.conclude(decided, engine.on_exhausted)
@@ -249,8 +250,8 @@ def _mean_cost(points: Sequence[Point]) -> float | None:
 
 def _rescored(p: ItemProbe, score: float) -> ItemProbe:
     first = p.attempts[0]
-    inputs = {**first.inputs, "score": score, "missing": None, "scorer_error": None}
-    return replace(p, attempts=[replace(first, score=score, inputs=inputs), *p.attempts[1:]])
+    evidence = replace(first.evidence, score=score, missing=None, scorer_error=None)
+    return replace(p, attempts=[replace(first, score=score, evidence=evidence), *p.attempts[1:]])
 
 
 def with_scores(probes: Sequence[ItemProbe], scores: Sequence[float]) -> list[ItemProbe]:

@@ -51,6 +51,19 @@ class TokenLogprob:
     def prob(self) -> float:
         return math.exp(self.logprob)
 
+    @property
+    def valid(self) -> bool:
+        """A log-probability that can be one: not NaN, not positive (beyond rounding)."""
+        return valid_logprob(self.logprob)
+
+
+LOGPROB_ROUNDING = 1e-6
+"""Servers round: a logprob up to this far above 0 is read as 0 (probability 1)."""
+
+
+def valid_logprob(value: float) -> bool:
+    return not math.isnan(value) and value <= LOGPROB_ROUNDING
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
@@ -95,6 +108,23 @@ class Request:
     def messages(self) -> tuple[Message, ...]:
         assert self._to_messages is not None
         return tuple(self._to_messages(self.native))
+
+    def has_turn(self) -> bool:
+        """Whether there is anything to answer: a message that is not a system prompt.
+
+        Reads the framework's messages directly where it can (their ``type`` or ``role``), so
+        that the plain-text view is not built just for this check.
+        """
+        native = self.native
+        if "messages" in self.__dict__ or not isinstance(native, Sequence) or isinstance(native, str):
+            return any(m.role != "system" for m in self.messages)
+        for message in native:
+            role = getattr(message, "type", None) or getattr(message, "role", None)
+            if role is None:  # a shape we do not know: ask the converter
+                return any(m.role != "system" for m in self.messages)
+            if str(getattr(role, "value", role)) != "system":
+                return True
+        return False
 
     @classmethod
     def from_text(cls, prompt: str, *, system: str | None = None) -> Request:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,8 +33,22 @@ def parse_logprobs(value: Any) -> tuple[TokenLogprob, ...] | None:
         tokens.append(
             TokenLogprob(
                 token=str(_get(item, "token")),
-                logprob=float(_get(item, "logprob")),
-                top=tuple((str(_get(t, "token")), float(_get(t, "logprob"))) for t in top),
+                logprob=_number(_get(item, "logprob")),
+                top=tuple((str(_get(t, "token")), _number(_get(t, "logprob"))) for t in top),
             )
         )
     return tuple(tokens)
+
+
+def _number(value: Any) -> float:
+    """A logprob as a float; NaN for anything that is not a number (``null`` from some servers).
+
+    Reading never fails: whether the values are usable is the scorer's call (an invalid logprob
+    is a missing signal, not a broken answer).
+    """
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-Decision = Literal["accept", "escalate", "error"]
+Decision = Literal["accept", "escalate", "error", "abandoned"]
+"""``abandoned``: the call was cut off by the caller (a cancellation, a closed stream) before a
+decision could be made; recorded so that the log shows the rung ran."""
 OnMissing = Literal["escalate", "accept"]
 OnToolCall = Literal["accept", "score", "escalate"]
 OnExhausted = Literal["raise", "best"]
@@ -42,6 +44,37 @@ class AttemptView(Protocol):
     def decision(self) -> Decision: ...
     @property
     def score(self) -> float | None: ...
+    @property
+    def evidence(self) -> Evidence: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What happened during one attempt: everything ``decide`` reads.
+
+    Kept on every attempt, so that offline evaluation can ask the same policy again under
+    other thresholds without calling a model.
+    """
+
+    error: BaseException | None = None
+    """The rung's error (the call failed; there is no answer)."""
+    invalid: str | None = None
+    """Why the answer is unusable whatever its score (empty, malformed tool call...)."""
+    malformed: bool = False
+    """The answer's structure is broken (structured output that does not parse, a malformed tool
+    call): unusable even from the final rung, unlike a merely empty answer."""
+    is_tool_call: bool = False
+    score: float | None = None
+    """The scorer's value in [0, 1]; None when there is none."""
+    missing: str | None = None
+    """Why the scorer had no signal (no logprobs returned...)."""
+    scorer_error: str | None = None
+    """The scorer raised, timed out or returned something that is not a probability."""
+
+    @property
+    def usable(self) -> bool:
+        """Whether the attempt produced an answer that may be returned at all."""
+        return self.error is None and self.invalid is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +100,8 @@ def streams_live(rule: RungRule, *, final: bool) -> bool:
 
     Only when nothing about the answer's content can change the decision: the final rung, or
     a pure fallback rung (no scorer, no validity check), whose only way to fail is an error
-    before its first chunk.
+    before its first chunk. (A final rung's streamed answer that turns out malformed fails the
+    request at its end; the caller has seen the chunks, as with a bare model.)
     """
     return final or (not rule.has_scorer and not rule.validate_output)
 
@@ -79,38 +113,30 @@ def should_score(rule: RungRule, *, is_tool_call: bool) -> bool:
     return not is_tool_call or rule.on_tool_call == "score"
 
 
-def decide(
-    rule: RungRule,
-    *,
-    final: bool,
-    error: BaseException | None = None,
-    invalid: str | None = None,
-    is_tool_call: bool = False,
-    score: float | None = None,
-    missing: str | None = None,
-    scorer_error: str | None = None,
-) -> Verdict:
+def decide(rule: RungRule, evidence: Evidence, *, final: bool) -> Verdict:
     """The decision for one attempt, from what happened during it.
 
-    Order matters: an error beats everything; a final rung accepts anything that arrived; an
-    invalid answer is never accepted elsewhere; then the tool-call policy; then the score.
+    Order matters: an error beats everything; a final rung accepts any answer whose structure
+    is intact; an invalid answer is never accepted elsewhere; then the tool-call policy; then
+    the score.
     """
-    if error is not None:
-        return Verdict("error", f"error: {type(error).__name__}")
-    if final:
+    if evidence.error is not None:
+        return Verdict("error", f"error: {type(evidence.error).__name__}")
+    if final and not evidence.malformed:
         return Verdict("accept", "final rung")
-    if invalid is not None:
-        return Verdict("escalate", f"invalid: {invalid}")
-    if is_tool_call and rule.on_tool_call != "score":
+    if evidence.invalid is not None:
+        return Verdict("escalate", f"invalid: {evidence.invalid}")
+    if evidence.is_tool_call and rule.on_tool_call != "score":
         if rule.on_tool_call == "accept":
             return Verdict("accept", "valid tool call")
         return Verdict("escalate", "tool call (on_tool_call=escalate)")
     if not rule.has_scorer:
         return Verdict("accept", "no scorer")
-    if scorer_error is not None:
-        return Verdict("escalate", f"scorer error: {scorer_error}")
+    if evidence.scorer_error is not None:
+        return Verdict("escalate", f"scorer error: {evidence.scorer_error}")
+    score = evidence.score
     if score is None:
-        why = missing or "scorer returned no value"
+        why = evidence.missing or "scorer returned no value"
         if rule.on_missing == "accept":
             return Verdict("accept", f"missing signal accepted: {why}")
         return Verdict("escalate", f"missing signal: {why}")
@@ -139,7 +165,9 @@ def conclude(attempts: Sequence[AttemptView], on_exhausted: OnExhausted) -> Conc
     if on_exhausted == "best":
         best: int | None = None
         for i, attempt in enumerate(attempts):
-            if attempt.decision == "error":
+            # An error has no answer and an invalid answer (empty, malformed) is never the
+            # best one: with nothing usable the ladder is exhausted.
+            if attempt.decision in ("error", "abandoned") or not attempt.evidence.usable:
                 continue
             # Highest score wins; an unscored answer ranks below any scored one; ties go to
             # the later (stronger) rung.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+from cascade_router.backend import BackendBase
 from cascade_router.datasets import Dataset
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.openai_format import parse_logprobs
@@ -28,7 +29,7 @@ class _Replayed:
         return self._output
 
 
-class ReplayBackend:
+class ReplayBackend(BackendBase):
     """Answers each request with ``model``'s recorded answer to the matching dataset item."""
 
     def __init__(self, dataset: Dataset, model: str, *, provider: str | None = None) -> None:

@@ -44,7 +44,7 @@ _reported: set[str] = set()
 _reported_lock = threading.Lock()
 
 
-def _report(where: str, exc: BaseException) -> None:
+def report_failure(where: str, exc: BaseException) -> None:
     """Log a telemetry failure once per place; the request goes on."""
     with _reported_lock:
         if where in _reported:
@@ -98,7 +98,7 @@ class _Active:
             try:
                 self._token = otel_context.attach(self._ctx)
             except Exception as exc:
-                _report("attach", exc)
+                report_failure("attach", exc)
 
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -107,7 +107,7 @@ class _Active:
             try:
                 otel_context.detach(self._token)  # type: ignore[arg-type]
             except Exception as exc:
-                _report("detach", exc)
+                report_failure("detach", exc)
             self._token = None
 
 
@@ -155,7 +155,7 @@ class CallSpan:
                     span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.end()
         except Exception as exc:
-            _report("CallSpan.finish", exc)
+            report_failure("CallSpan.finish", exc)
 
 
 _NO_CALL = CallSpan(None, None)
@@ -190,7 +190,7 @@ class RungSpan:
                 attrs[sc.PROVIDER] = backend.provider
             if stream:
                 attrs[sc.REQUEST_STREAM] = True
-            options: Mapping[str, Any] = getattr(backend, "request_options", None) or {}
+            options: Mapping[str, Any] = backend.request_options
             if "temperature" in options:
                 attrs[sc.REQUEST_TEMPERATURE] = options["temperature"]
             if "max_tokens" in options:
@@ -205,7 +205,7 @@ class RungSpan:
                 span.add_event(sc.INFERENCE_DETAILS_EVENT, {sc.INPUT_MESSAGES: attrs[sc.INPUT_MESSAGES]})
             return CallSpan(span, trace.set_span_in_context(span, self.ctx))
         except Exception as exc:
-            _report("RungSpan.call", exc)
+            report_failure("RungSpan.call", exc)
             return _NO_CALL
 
     def finish(self, attempt: Attempt | None) -> None:
@@ -246,7 +246,7 @@ class RungSpan:
                     span.set_status(Status(StatusCode.ERROR, attempt.error or "error"))
             span.end()
         except Exception as exc:
-            _report("RungSpan.finish", exc)
+            report_failure("RungSpan.finish", exc)
 
 
 class RequestSpan:
@@ -278,7 +278,7 @@ class RequestSpan:
             )
             return RungSpan(self._tel, span, trace.set_span_in_context(span, self.ctx))
         except Exception as exc:
-            _report("RequestSpan.rung", exc)
+            report_failure("RequestSpan.rung", exc)
             return self._tel.no_rung
 
     def finish(
@@ -319,14 +319,19 @@ class RequestSpan:
                 else:
                     from cascade_router.errors import CascadeExhaustedError
 
-                    attrs[sc.OUTCOME] = "exhausted" if isinstance(error, CascadeExhaustedError) else "error"
+                    if isinstance(error, CascadeExhaustedError):
+                        attrs[sc.OUTCOME] = "exhausted"
+                    elif error is not None and not isinstance(error, Exception):
+                        attrs[sc.OUTCOME] = "abandoned"  # cancelled, or the stream was closed
+                    else:
+                        attrs[sc.OUTCOME] = "error"
                     if error is not None:
                         attrs[sc.ERROR_TYPE] = type(error).__qualname__
                         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 span.set_attributes(attrs)
             span.end()
         except Exception as exc:
-            _report("RequestSpan.finish", exc)
+            report_failure("RequestSpan.finish", exc)
 
 
 class Telemetry:
@@ -350,15 +355,16 @@ class Telemetry:
         self.tracer = trace.get_tracer("cascade_router", __version__, tracer_provider=tracer_provider)
         self._explicit_provider = tracer_provider is not None
         self.no_rung = RungSpan(self, None, None)
-        self._no_request = RequestSpan(self, None, None, None)
+        self.untraced = RequestSpan(self, None, None, None)
+        """A request that records nothing (offline probes, tracing off)."""
 
     def start_request(self, parent: otel_context.Context | None = None) -> RequestSpan:
         if not self.enabled:
-            return self._no_request
+            return self.untraced
         if not self._explicit_provider and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             # No SDK configured in this process: every span would be a no-op. The check is
             # repeated per request because an application may configure tracing later.
-            return self._no_request
+            return self.untraced
         try:
             if parent is None:
                 parent = otel_context.get_current()
@@ -386,5 +392,5 @@ class Telemetry:
                 self, span, trace.set_span_in_context(span, parent), format(span_ctx.trace_id, "032x")
             )
         except Exception as exc:
-            _report("Telemetry.start_request", exc)
+            report_failure("Telemetry.start_request", exc)
             return RequestSpan(self, None, None, None)

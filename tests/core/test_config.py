@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from cascade_router import Cascade, ConfigError, LadderConfig, LogprobScorer, load_config
 from cascade_router.testing import ScriptedBackend
@@ -21,20 +20,21 @@ def test_empty_ladder() -> None:
 def test_threshold_outside_unit_interval(threshold: float) -> None:
     with pytest.raises(ConfigError) as info:
         Cascade([{"model": ScriptedBackend("a", ["x"]), "scorer": LogprobScorer(), "threshold": threshold}])
-    assert info.value.field == "rungs[0]"
+    assert info.value.field == "rungs[0].threshold"
     assert "threshold" in str(info.value)
 
 
 def test_unknown_rung_key_is_named() -> None:
     with pytest.raises(ConfigError) as info:
         Cascade([{"model": ScriptedBackend("a", ["x"]), "treshold": 0.5}])
-    assert "treshold" in str(info.value)
-    assert "Extra inputs are not permitted" in str(info.value)
+    assert info.value.field == "rungs[0].treshold"
+    assert "unknown field" in str(info.value)
 
 
 def test_unknown_top_level_key_is_named() -> None:
-    with pytest.raises(ValidationError, match="on_exhaust"):
+    with pytest.raises(ConfigError) as info:
         load_config({"rungs": [{"model": "openai:x"}], "on_exhaust": "best"})
+    assert info.value.field == "on_exhaust"
 
 
 def test_unknown_scorer_kind() -> None:

@@ -106,4 +106,8 @@ def test_accepted_rung_is_first_confident_one(
         total_out += tout
         total_cost += (tin * price + tout * price * 2) / 1e6
     assert (result.usage.input_tokens, result.usage.output_tokens) == (total_in, total_out)
-    assert result.cost_usd == pytest.approx(total_cost)
+    if any(a.decision == "error" for a in result.attempts):
+        # A failed call may still have been billed: the total is unknown, not understated.
+        assert result.cost_usd is None
+    else:
+        assert result.cost_usd == pytest.approx(total_cost)

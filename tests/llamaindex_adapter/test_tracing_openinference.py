@@ -29,7 +29,7 @@ def instrumented() -> Iterator[None]:
 
 def build(**kw: Any) -> CascadeLLM:
     return CascadeLLM(
-        cascade_name="geo",
+        name="geo",
         rungs=[
             {
                 "model": ScriptedLLM(model_name="cheap", replies=[Reply("no", confidence=0.2)]),

@@ -12,8 +12,20 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from pydantic import ValidationError
 
+from cascade_router.backend import BackendBase
+from cascade_router.ladder import Binding
 from cascade_router.model_io import ModelOutput, Request
+from cascade_router.redaction import register_object_secrets
 from langchain_cascade_router._convert import chunk_to_message, to_lc_messages, to_output
+from langchain_cascade_router._resolve import resolve_chat_model
+
+
+def _control_flow_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from langgraph.errors import GraphBubbleUp
+    except ImportError:  # LangGraph is optional for the chat model
+        return ()
+    return (GraphBubbleUp,)
 
 
 def model_identity(model: BaseChatModel) -> tuple[str | None, str | None]:
@@ -58,7 +70,7 @@ class _Stream:
         return self._backend.read(chunk_to_message(self._chunks))
 
 
-class LangChainBackend:
+class LangChainBackend(BackendBase):
     """Calls ``runnable`` (a chat model, possibly with tools or a schema bound) with this call's
     callbacks, stop sequences and keyword arguments."""
 
@@ -172,3 +184,19 @@ class LangChainBackend:
 
     def astream(self, request: Request) -> _Stream:
         return _Stream(self, request)
+
+
+def _resolve(value: Any, field: str) -> BaseChatModel:
+    model = resolve_chat_model(value, field)
+    register_object_secrets(model)
+    return model
+
+
+LANGCHAIN_BINDING: Binding[BaseChatModel] = Binding(
+    resolve=_resolve,
+    identity=model_identity,
+    fallback_name=lambda model, index: type(model).__name__,
+    # LangGraph's interrupts (human-in-the-loop) are control flow: they pass through the ladder.
+    propagate=_control_flow_errors(),
+)
+"""Rungs and judges as LangChain chat models: objects or ``provider:model`` strings."""

@@ -25,27 +25,15 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, Runn
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import PrivateAttr, ValidationInfo, field_validator
 
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
-from cascade_router.config import LadderConfig, LadderSettings, Rung, as_rungs, check_ladder, load_config
-from cascade_router.decision_log import shared_log
-from cascade_router.engine import (
-    Call,
-    Engine,
-    Finished,
-    LiveChunk,
-    RungRuntime,
-    StreamEvent,
-    WholeAnswer,
-    model_key,
-    resolve_judges,
-    runtimes_for,
-)
+from cascade_router.config import LadderConfig, Rung, as_rungs, check_ladder, load_config
+from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent, WholeAnswer
+from cascade_router.ladder import Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request, Usage
-from cascade_router.telemetry import Telemetry
-from langchain_cascade_router._backend import LangChainBackend, model_identity
+from langchain_cascade_router._backend import LANGCHAIN_BINDING, LangChainBackend
 from langchain_cascade_router._convert import (
     message_to_chunk,
     strip_chunk,
@@ -85,24 +73,37 @@ def _child_manager(
     return {"callbacks": manager}
 
 
+Recipe = tuple[Any, ...]
+"""How a derived model was bound (``("tools", tools, kwargs)`` or ``("structured", schema,
+method, strict_kwargs)``), so that a copy or an unpickled model binds its own rungs the same way."""
+
+
 @dataclass(slots=True)
 class _Ladder:
-    """What a CascadeChatModel derives from its rungs, and what bind_tools and
+    """What a CascadeChatModel derives from its fields, and what bind_tools and
     with_structured_output change in a copy."""
 
-    models: list[BaseChatModel]
+    ladder: Ladder[BaseChatModel]
     runnables: list[Runnable[Any, Any]]
     """What each rung calls: its model, or the model with tools or a schema bound."""
-    identities: list[tuple[str | None, str | None]]
-    """(provider, model name) of each rung."""
-    judges: dict[Any, tuple[BaseChatModel, str | None, str | None]]
-    engine: Engine
-    label: str
     identity: dict[str, Any]
     tool_names: frozenset[str] | None = None
     parser: Runnable[Any, Any] | None = None
     """Structured output: parses each rung's answer; a failure escalates."""
     takes_raw: bool = False
+    recipe: Recipe | None = None
+
+    @property
+    def models(self) -> list[BaseChatModel]:
+        return self.ladder.models
+
+    @property
+    def identities(self) -> list[tuple[str | None, str | None]]:
+        return self.ladder.identities
+
+    @property
+    def engine(self) -> Engine:
+        return self.ladder.engine
 
 
 class _LazyBackends(Sequence[Backend]):
@@ -141,7 +142,7 @@ def _annotate(content: str | list[Any], model: str | None) -> str | list[Any]:
     return [*content, {"type": "text", "text": note}]
 
 
-class CascadeChatModel(BaseChatModel, LadderSettings):
+class CascadeChatModel(BaseChatModel, LadderModel):
     """A chat model that tries the cheapest rung first and escalates while confidence is low.
 
     ```python
@@ -171,21 +172,8 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
     """Forwarded to every rung call when set."""
     stop: list[str] | None = None
     """Default stop sequences, forwarded to every rung call."""
-    timeout: float | None = Field(default=None, gt=0)
-    """Default per-rung timeout in seconds, for rungs that set none."""
-    max_retries: int = Field(default=0, ge=0)
-    """Default per-rung retries on error before falling back, for rungs that set none."""
     streaming: bool = False
     """Make ``invoke`` stream internally (the buffered rungs still answer whole)."""
-    decision_log: Any = None
-    """Write one record per request to this log: a SQLite file path, a SQLAlchemy URL
-    (``postgresql+psycopg://...``) or a ``DecisionLog``. None: no log."""
-    tracing: bool = True
-    """Emit OpenTelemetry spans through the global tracer provider (no-ops until one is set)."""
-    inference_spans: bool = True
-    """Emit a ``chat {model}`` span per model call. Turn off when a provider instrumentation
-    (OpenInference, opentelemetry-instrumentation-openai...) already does, so that tracing
-    backends do not count the tokens twice."""
 
     # All derived state in one object: pydantic routes every private-attribute read through a
     # slow __getattr__, and the hot path reads this once per call.
@@ -204,27 +192,11 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        models = [r.model for r in self.rungs]
-        identities = [model_identity(m) for m in models]
-        judges = resolve_judges(self.rungs, resolve_chat_model, model_identity)
-        runtimes = [
-            _with_defaults(rt, self.timeout, self.max_retries)
-            for rt in runtimes_for(self.rungs, identities, [type(m).__name__ for m in models])
-        ]
-        # Control flow of LangGraph (interrupts) must pass through the ladder, not fall back.
-        name = self.name or "cascade"
-        engine = Engine(
-            runtimes,
-            self.on_exhausted,
-            accept_last=self.accept_last,
-            propagate=_control_flow_errors(),
-            name=name,
-            telemetry=Telemetry(
-                name, [r.name for r in runtimes], enabled=self.tracing, inference_spans=self.inference_spans
-            ),
-            decision_log=shared_log(self.decision_log) if self.decision_log is not None else None,
+        ladder = build_ladder(
+            self.rungs, LANGCHAIN_BINDING, name=self.name or "cascade", **self.ladder_settings()
         )
-        # Computed once: LangChain reads both on every call, and the ladder never changes.
+        runtimes = ladder.engine.rungs
+        # Computed once: LangChain reads it on every call, and the ladder never changes.
         identity = {
             "ladder": [
                 {
@@ -238,28 +210,27 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
             "on_exhausted": self.on_exhausted,
             "accept_last": self.accept_last,
         }
-        self._ladder = _Ladder(
-            models=models,
-            runnables=list(models),
-            identities=identities,
-            judges=judges,
-            engine=engine,
-            label="cascade[" + ">".join(r.name for r in runtimes) + "]",
-            identity=identity,
-        )
+        self._ladder = _Ladder(ladder=ladder, runnables=list(ladder.models), identity=identity)
 
-    def record_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
-        """Attach a rating or label to a request in this model's decision log."""
-        log = self._ladder.engine.decision_log
-        if log is None:
-            raise ValueError("this CascadeChatModel has no decision_log to record feedback in")
-        log.record_feedback(request_id, score, comment)
+    def record_feedback(
+        self, request_id: str, score: float | bool, *, comment: str | None = None, rung: int | None = None
+    ) -> None:
+        """Attach a quality label in [0, 1] (or a thumbs up / down) to a logged request."""
+        self._ladder.ladder.record_feedback(request_id, score, comment=comment, rung=rung)
 
     @classmethod
     def from_config(cls, source: Any, **overrides: Any) -> CascadeChatModel:
         """Build from a YAML, TOML or JSON file path, a dict, or a ``LadderConfig``."""
         config = source if isinstance(source, LadderConfig) else load_config(source)
-        return cls(**{**config.adapter_fields(), "name": config.name, **overrides})
+        return cls(**{**config.adapter_fields(), **overrides})
+
+    # -- copies: the engine is rebuilt (LadderModel), the rungs bound again as they were -------
+
+    def _copy_extra(self) -> Recipe | None:
+        return self._ladder.recipe
+
+    def _restore_extra(self, extra: Recipe) -> None:
+        self._ladder = self._bound(extra)
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -270,7 +241,7 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
     @property
     def ladder_label(self) -> str:
         """``cascade[nano>haiku>opus]``: the ladder as one model name, for tracers."""
-        return self._ladder.label
+        return self._ladder.ladder.label
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -295,19 +266,45 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
 
     # -- binding ------------------------------------------------------------------------------
 
-    def _derive(
-        self,
-        runnables: list[Runnable[Any, Any]],
-        *,
-        tool_names: frozenset[str] | None,
-        parser: Runnable[Any, Any] | None,
-        takes_raw: bool,
-    ) -> CascadeChatModel:
-        """A copy whose rungs call ``runnables`` (the models with tools or a schema bound)."""
-        clone = self.model_copy()
-        clone._ladder = replace(
-            self._ladder, runnables=runnables, tool_names=tool_names, parser=parser, takes_raw=takes_raw
+    def _bound(self, recipe: Recipe) -> _Ladder:
+        """This model's ladder with every rung bound as ``recipe`` says."""
+        models = self._ladder.models
+        kind = recipe[0]
+        if kind == "tools":
+            _, tools, extra = recipe
+            runnables: list[Runnable[Any, Any]] = [m.bind_tools(tools, **extra) for m in models]
+            return replace(self._ladder, runnables=runnables, tool_names=tool_names(tools), recipe=recipe)
+        _, schema, method, strict_kw = recipe
+        pydantic_schema = isinstance(schema, type) and is_basemodel_subclass(schema)
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            tool = convert_to_openai_tool(schema)
+            name = tool["function"]["name"]
+            fmt = {"kwargs": {"method": method}, "schema": tool}
+            runnables = [
+                m.bind_tools([schema], tool_choice=name, ls_structured_output_format=fmt, **strict_kw)
+                for m in models
+            ]
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)
+                if pydantic_schema
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+            return replace(
+                self._ladder, runnables=runnables, tool_names=frozenset({name}), parser=parser, recipe=recipe
+            )
+        runnables = [
+            m.with_structured_output(schema, method=method, include_raw=True, **strict_kw) for m in models
+        ]
+        parser = PydanticOutputParser(pydantic_object=schema) if pydantic_schema else JsonOutputParser()
+        return replace(
+            self._ladder, runnables=runnables, tool_names=None, parser=parser, takes_raw=True, recipe=recipe
         )
+
+    def _derive(self, recipe: Recipe) -> CascadeChatModel:
+        """A copy whose rungs are bound as ``recipe`` says (tools, or a schema)."""
+        clone = self.model_copy()
+        clone._ladder = self._bound(recipe)
         return clone
 
     def bind_tools(
@@ -326,8 +323,7 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
         extra = dict(kwargs)
         if tool_choice is not None:
             extra["tool_choice"] = tool_choice
-        runnables = [m.bind_tools(tools, **extra) for m in self._ladder.models]
-        return self._derive(runnables, tool_names=tool_names(tools), parser=None, takes_raw=False).bind()
+        return self._derive(("tools", list(tools), extra)).bind()
 
     def with_structured_output(
         self,
@@ -345,35 +341,15 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
         ``json_schema`` use each rung's own ``with_structured_output`` for that method.
         ``strict`` is passed to each rung when set (not every provider accepts it).
         """
-        # Passed on only when given: providers that do not know `strict` reject it.
-        strict_kw: dict[str, Any] = {} if strict is None else {"strict": strict}
         if kwargs:
             raise ValueError(f"with_structured_output: unsupported arguments {sorted(kwargs)}")
-        pydantic_schema = isinstance(schema, type) and is_basemodel_subclass(schema)
-        parser: Runnable[Any, Any]
-        if method == "function_calling":
-            tool = convert_to_openai_tool(schema)
-            name = tool["function"]["name"]
-            fmt = {"kwargs": {"method": method}, "schema": tool}
-            runnables: list[Runnable[Any, Any]] = [
-                m.bind_tools([schema], tool_choice=name, ls_structured_output_format=fmt, **strict_kw)
-                for m in self._ladder.models
-            ]
-            parser = (
-                PydanticToolsParser(tools=[schema], first_tool_only=True)
-                if pydantic_schema
-                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
-            )
-            derived = self._derive(runnables, tool_names=frozenset({name}), parser=parser, takes_raw=False)
-        elif method in ("json_mode", "json_schema"):
-            runnables = [
-                m.with_structured_output(schema, method=method, include_raw=True, **strict_kw)
-                for m in self._ladder.models
-            ]
-            parser = PydanticOutputParser(pydantic_object=schema) if pydantic_schema else JsonOutputParser()
-            derived = self._derive(runnables, tool_names=None, parser=parser, takes_raw=True)
-        else:
+        if method not in ("function_calling", "json_mode", "json_schema"):
             raise ValueError(f"with_structured_output: unknown method {method!r}")
+        # Passed on only when given: providers that do not know `strict` reject it.
+        strict_kw: dict[str, Any] = {} if strict is None else {"strict": strict}
+        derived = self._derive(("structured", schema, method, strict_kw))
+        parser = derived._ladder.parser
+        assert parser is not None
         if not include_raw:
             return derived | parser
         parse_raw = RunnablePassthrough.assign(
@@ -426,7 +402,7 @@ class CascadeChatModel(BaseChatModel, LadderSettings):
             if model is None:
                 judge, provider, name = ladder.models[rung], *ladder.identities[rung]
             else:
-                judge, provider, name = ladder.judges[model_key(model)]
+                judge, provider, name = ladder.ladder.judges.get(model)
             config = _child_manager(run_manager, f"cascade:judge:{rung}", asynchronous)
             return LangChainBackend(judge, provider=provider, model=name, config=config)
 
@@ -635,22 +611,3 @@ def _chunk_with_totals(chunk: AIMessageChunk) -> AIMessageChunk:
         return chunk
     totals = _totals(chunk)
     return chunk if totals is None else chunk.model_copy(update={"usage_metadata": totals})
-
-
-def _with_defaults(rt: RungRuntime, timeout: float | None, max_retries: int) -> RungRuntime:
-    """The cascade-wide timeout and retries, for rungs that set none."""
-    if (rt.timeout is not None or timeout is None) and (rt.max_retries or not max_retries):
-        return rt
-    return replace(
-        rt,
-        timeout=rt.timeout if rt.timeout is not None else timeout,
-        max_retries=rt.max_retries or max_retries,
-    )
-
-
-def _control_flow_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from langgraph.errors import GraphBubbleUp
-    except ImportError:  # LangGraph is optional for the chat model
-        return ()
-    return (GraphBubbleUp,)

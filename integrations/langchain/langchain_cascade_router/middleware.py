@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
@@ -11,16 +13,15 @@ from langchain_core.messages import AIMessage
 from langgraph.errors import GraphBubbleUp
 
 from cascade_router.attempts import Result
-from cascade_router.backend import Backend
-from cascade_router.config import Rung, as_rungs, check_ladder
-from cascade_router.decision_log import DecisionLog, shared_log
-from cascade_router.engine import Call, Engine, model_key, resolve_judges, runtimes_for
+from cascade_router.backend import Backend, BackendBase
+from cascade_router.config import Rung
+from cascade_router.decision_log import DecisionLog
+from cascade_router.engine import Call, Engine
+from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import ModelOutput, Request
 from cascade_router.policy import OnExhausted
-from cascade_router.telemetry import Telemetry
-from langchain_cascade_router._backend import LangChainBackend, model_identity
+from langchain_cascade_router._backend import LANGCHAIN_BINDING, LangChainBackend
 from langchain_cascade_router._convert import to_core_messages, to_output, tool_names, usage_metadata
-from langchain_cascade_router._resolve import resolve_chat_model
 
 
 def _ai_message(response: Any) -> AIMessage:
@@ -34,7 +35,7 @@ def _ai_message(response: Any) -> AIMessage:
     raise TypeError(f"the agent's model call returned no AIMessage ({type(response).__name__})")
 
 
-class _HandlerBackend:
+class _HandlerBackend(BackendBase):
     """A rung called through the agent's own model-call handler, so that tool binding,
     structured output and the other middleware apply to it exactly as to the agent's model."""
 
@@ -85,6 +86,11 @@ class _HandlerBackend:
         raise NotImplementedError("agent model calls are not streamed through the middleware")
 
 
+# Interrupts (human-in-the-loop) are LangGraph control flow, not rung failures; the middleware
+# always runs inside LangGraph.
+_MIDDLEWARE_BINDING: Binding[BaseChatModel] = replace(LANGCHAIN_BINDING, propagate=(GraphBubbleUp,))
+
+
 class CascadeMiddleware(AgentMiddleware):
     """Runs every model call of an agent through a ladder.
 
@@ -109,39 +115,44 @@ class CascadeMiddleware(AgentMiddleware):
         self,
         rungs: Sequence[Rung | Mapping[str, Any]],
         *,
+        name: str = "CascadeMiddleware",
         on_exhausted: OnExhausted = "raise",
         accept_last: bool = True,
-        name: str = "CascadeMiddleware",
-        decision_log: str | DecisionLog | None = None,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        decision_log: str | Path | DecisionLog | None = None,
         tracing: bool = True,
         inference_spans: bool = True,
     ) -> None:
-        """``decision_log``, ``tracing`` and ``inference_spans`` mean what they mean on
-        ``CascadeChatModel``."""
+        """The options are ``LadderSettings``' and mean what they mean on ``CascadeChatModel``."""
         super().__init__()
-        parsed = as_rungs(list(rungs))
-        check_ladder(parsed, accept_last=accept_last)
         self._name = name
-        self.models = [resolve_chat_model(r.model, f"rungs[{i}].model") for i, r in enumerate(parsed)]
-        self.identities = [model_identity(m) for m in self.models]
-        self.judges = resolve_judges(parsed, resolve_chat_model, model_identity)
-        runtimes = runtimes_for(parsed, self.identities, [f"rung{i}" for i in range(len(parsed))])
-        # Interrupts (human-in-the-loop) are LangGraph control flow, not rung failures.
-        self.engine = Engine(
-            runtimes,
-            on_exhausted,
-            accept_last=accept_last,
-            propagate=(GraphBubbleUp,),
+        self.ladder: Ladder[BaseChatModel] = build_ladder(
+            rungs,
+            _MIDDLEWARE_BINDING,
             name=name,
-            telemetry=Telemetry(
-                name, [r.name for r in runtimes], enabled=tracing, inference_spans=inference_spans
-            ),
-            decision_log=shared_log(decision_log) if decision_log is not None else None,
+            on_exhausted=on_exhausted,
+            accept_last=accept_last,
+            timeout=timeout,
+            max_retries=max_retries,
+            decision_log=decision_log,
+            tracing=tracing,
+            inference_spans=inference_spans,
         )
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def engine(self) -> Engine:
+        return self.ladder.engine
+
+    def record_feedback(
+        self, request_id: str, score: float | bool, *, comment: str | None = None, rung: int | None = None
+    ) -> None:
+        """Attach a quality label in [0, 1] (or a thumbs up / down) to a logged request."""
+        self.ladder.record_feedback(request_id, score, comment=comment, rung=rung)
 
     def _call(
         self,
@@ -149,19 +160,16 @@ class CascadeMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest], Any] | None,
         ahandler: Callable[[ModelRequest], Awaitable[Any]] | None,
     ) -> Call:
+        ladder = self.ladder
         backends = [
             _HandlerBackend(
                 m, provider=ident[0], name=ident[1], request=request, handler=handler, ahandler=ahandler
             )
-            for m, ident in zip(self.models, self.identities, strict=True)
+            for m, ident in zip(ladder.models, ladder.identities, strict=True)
         ]
 
         def resolve(model: Any, rung: int) -> Backend:
-            if model is None:
-                return LangChainBackend(
-                    self.models[rung], provider=self.identities[rung][0], model=self.identities[rung][1]
-                )
-            judge, provider, name = self.judges[model_key(model)]
+            judge, provider, name = ladder.judge(model, rung)
             return LangChainBackend(judge, provider=provider, model=name)
 
         messages = ([request.system_message] if request.system_message else []) + list(request.messages)

@@ -9,7 +9,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from cascade_router.backend import BackendBase
 from cascade_router.model_io import ModelOutput, Request, Usage
+from cascade_router.redaction import register_secret, register_url_secrets, safe_url
 
 
 class SDKStream:
@@ -63,7 +65,7 @@ class SDKStream:
         )
 
 
-class SDKBackend:
+class SDKBackend(BackendBase):
     """Base of the native backends. Subclasses set ``key_env`` and build their SDK's clients in
     ``make_client(asynchronous, **options)``."""
 
@@ -82,12 +84,16 @@ class SDKBackend:
         async_client: Any,
     ) -> None:
         self._model = model
-        # A SecretStr: the key appears in no repr, span, log or error.
+        # A SecretStr: the key appears in no repr, span, log or error; registered, so that a
+        # provider echoing it back in an error message is redacted too, whatever its shape.
         self._key = (
             api_key
             if isinstance(api_key, SecretStr)
             else SecretStr(api_key or os.environ.get(self.key_env, ""))
         )
+        register_secret(self._key.get_secret_value())
+        if base_url:
+            register_url_secrets(base_url)
         self._base_url = base_url
         self._timeout = timeout
         self._max_retries = max_retries
@@ -97,6 +103,10 @@ class SDKBackend:
     @property
     def model(self) -> str:
         return self._model
+
+    def __repr__(self) -> str:
+        url = f", base_url={safe_url(self._base_url)!r}" if self._base_url else ""
+        return f"{type(self).__name__}({self._model!r}{url})"
 
     def make_client(self, asynchronous: bool, **options: Any) -> Any:
         raise NotImplementedError

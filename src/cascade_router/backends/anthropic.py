@@ -96,8 +96,11 @@ class AnthropicBackend(SDKBackend):
     """
 
     key_env = "ANTHROPIC_API_KEY"
-    returns_logprobs = False
-    """Read by ``Cascade`` to refuse a logprob scorer on this rung when the ladder is built."""
+
+    @property
+    def returns_logprobs(self) -> bool | None:
+        """Never: a logprob scorer on this rung is refused when the ladder is built."""
+        return False
 
     def __init__(
         self,
@@ -129,9 +132,6 @@ class AnthropicBackend(SDKBackend):
         self._http = (http_client, async_http_client)
         self.max_tokens = max_tokens
         self.params = params
-
-    def __repr__(self) -> str:
-        return f"AnthropicBackend({self._model!r})"
 
     @property
     def provider(self) -> str:

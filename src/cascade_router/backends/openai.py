@@ -118,9 +118,6 @@ class OpenAIBackend(SDKBackend):
         self.top_logprobs = top_logprobs
         self.params = params
 
-    def __repr__(self) -> str:
-        return f"OpenAIBackend({self._model!r}, base_url={self._base_url!r})"
-
     @property
     def provider(self) -> str | None:
         return self._provider
@@ -130,7 +127,7 @@ class OpenAIBackend(SDKBackend):
         return self.params
 
     @property
-    def returns_logprobs(self) -> bool:
+    def returns_logprobs(self) -> bool | None:
         """Whether answers carry logprobs (asked for on non-streamed calls)."""
         return self.logprobs
 

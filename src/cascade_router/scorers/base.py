@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +33,29 @@ class Score:
         return cls(None, method, details, missing=reason)
 
 
+def as_probability(value: object) -> float | None:
+    """``value`` as a float in [0, 1], or None when it is not one.
+
+    Any real number counts (``float``, ``int``, numpy scalars and 0-d arrays, ``Decimal``,
+    ``Fraction``); booleans and NaN do not: a scorer that returns ``True`` has a bug, not a
+    confidence of 1.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    # numpy 0-d arrays are not registered as numbers.Real, but convert exactly.
+    if not isinstance(value, numbers.Real | Decimal) and (
+        getattr(value, "shape", None) != () or not hasattr(value, "__float__")
+    ):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if math.isnan(number) or not 0.0 <= number <= 1.0:
+        return None
+    return number
+
+
 class ScoringContext(Protocol):
     """Model calls a scorer may make; the engine counts their tokens and cost on the attempt."""
 
@@ -51,7 +77,11 @@ class Scorer(BaseModel):
     """
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True
+        extra="forbid",
+        frozen=True,
+        arbitrary_types_allowed=True,
+        use_attribute_docstrings=True,
+        hide_input_in_errors=True,
     )
 
     method: ClassVar[str] = "callable"

@@ -10,8 +10,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from cascade_router.errors import ScorerError
 from cascade_router.model_io import ModelOutput, Request
-from cascade_router.scorers.base import Score, Scorer, ScoringContext
+from cascade_router.scorers.base import Score, Scorer, ScoringContext, as_probability
 
 ScoreFn = Callable[[Any, Any], "float | Score | Awaitable[float | Score]"]
 
@@ -48,10 +49,10 @@ class CallableScorer(Scorer):
 def _as_score(value: object) -> Score:
     if isinstance(value, Score):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        # The engine's range check reports this as a scorer error; keep the value visible.
-        return Score(float("nan"), "callable", {"returned": repr(value)[:80]})
-    return Score(float(value), "callable")
+    number = as_probability(value)
+    if number is None:
+        raise ScorerError(f"callable scorer returned {value!r:.80}, not a number in [0, 1]")
+    return Score(number, "callable")
 
 
 def _run_coroutine(awaitable: Awaitable[Any]) -> Any:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from cascade_router.model_io import Message, ModelOutput, Request
+from cascade_router.model_io import Message, ModelOutput, Request, valid_logprob
 from cascade_router.pricing import Price
 from cascade_router.scorers.base import Score, Scorer, ScoringContext
 
@@ -46,12 +46,18 @@ class JudgeScorer(Scorer):
     """The judge's price when the catalog does not know it."""
     max_answer_chars: int = Field(default=8000, gt=0)
     """Longer answers are cut before they are shown to the judge, to bound its cost."""
+    max_conversation_chars: int = Field(default=16000, gt=0)
+    """Longer conversations are cut before they are shown to the judge, keeping their end (the
+    question being answered) and saying how much was left out."""
 
     def models(self) -> list[Any]:
         return [self.judge] if self.judge is not None else []
 
     def judge_request(self, request: Request, output: ModelOutput) -> Request:
         transcript = "\n".join(f"[{m.role}] {m.content}" for m in request.messages)
+        if len(transcript) > self.max_conversation_chars:
+            cut = len(transcript) - self.max_conversation_chars
+            transcript = f"[... {cut} earlier characters left out ...]\n" + transcript[cut:]
         answer = output.text[: self.max_answer_chars]
         if output.tool_calls:
             calls = "; ".join(f"{c.name}({json.dumps(dict(c.args))})" for c in output.tool_calls)
@@ -80,11 +86,13 @@ def read_verdict(verdict: ModelOutput) -> Score:
         p_yes = p_no = 0.0
         candidates = token.top or ((token.token, token.logprob),)
         for text, logprob in candidates:
+            if not valid_logprob(logprob):
+                continue
             word = text.strip().lower()
             if word in _YES:
-                p_yes += math.exp(logprob)
+                p_yes += math.exp(min(logprob, 0.0))
             elif word in _NO:
-                p_no += math.exp(logprob)
+                p_no += math.exp(min(logprob, 0.0))
         if p_yes + p_no > 0:
             details["source"] = "first_token_logprobs"
             return Score(p_yes / (p_yes + p_no), "judge", details)

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from cascade_router.model_io import ModelOutput, Request
+from cascade_router.model_io import ModelOutput, Request, valid_logprob
 from cascade_router.scorers.base import Score, Scorer, ScoringContext
 
 Aggregate = Literal["mean", "min", "geometric_mean", "quantile", "first_token_margin"]
@@ -39,12 +39,19 @@ class LogprobScorer(Scorer):
     def score(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
         if output.logprobs is None:
             return Score.missing_signal("logprob", "no logprobs returned")
+        bad = next((t for t in output.logprobs if not t.valid), None)
+        if bad is not None:
+            # A malformed value (NaN, null, positive, +inf) says nothing about confidence:
+            # reading it as certainty would accept the answer on a broken signal.
+            return Score.missing_signal(
+                "logprob", f"invalid logprob {bad.logprob!r} for token {bad.token!r:.40}"
+            )
         tokens = [t for t in output.logprobs if not (self.skip_whitespace and not t.token.strip())] or list(
             output.logprobs
         )
         if not tokens:
             return Score.missing_signal("logprob", "answer has no tokens")
-        probs = [math.exp(t.logprob) for t in tokens]
+        probs = [math.exp(min(t.logprob, 0.0)) for t in tokens]
         details = {"aggregate": self.aggregate, "tokens": len(tokens)}
         match self.aggregate:
             case "mean":
@@ -52,18 +59,20 @@ class LogprobScorer(Scorer):
             case "min":
                 value = min(probs)
             case "geometric_mean":
-                value = math.exp(sum(t.logprob for t in tokens) / len(tokens))
+                value = math.exp(sum(min(t.logprob, 0.0) for t in tokens) / len(tokens))
             case "quantile":
                 value = _low_quantile(probs, self.quantile)
             case "first_token_margin":
                 first = tokens[0]
-                alternatives = sorted((lp for tok, lp in first.top if tok != first.token), reverse=True)
                 if not first.top:
                     return Score.missing_signal(
                         "logprob", "first_token_margin needs top logprobs (ask for top_logprobs)"
                     )
-                runner_up = math.exp(alternatives[0]) if alternatives else 0.0
-                value = max(0.0, math.exp(first.logprob) - runner_up)
+                if not all(valid_logprob(lp) for _, lp in first.top):
+                    return Score.missing_signal("logprob", "invalid top logprobs for the first token")
+                alternatives = sorted((lp for tok, lp in first.top if tok != first.token), reverse=True)
+                runner_up = math.exp(min(alternatives[0], 0.0)) if alternatives else 0.0
+                value = max(0.0, math.exp(min(first.logprob, 0.0)) - runner_up)
         return Score(min(1.0, max(0.0, value)), "logprob", details)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cascade_router.model_io import ModelOutput, Request
 from cascade_router.scorers.base import Score, Scorer, ScoringContext
@@ -15,6 +15,10 @@ DEFAULT_REFUSALS = (
     r"^\W*i (can(no|')?t|won'?t|am unable to|'m unable to) (help|assist|comply|do that|provide)",
     r"^\W*as an ai( language model)?,? i (can(no|')?t|am unable|don'?t)",
 )
+
+
+EMPTY_ANSWER = "empty answer"
+"""The one validity problem that leaves the answer's structure intact."""
 
 
 def structural_problem(request: Request, output: ModelOutput) -> str | None:
@@ -32,7 +36,7 @@ def structural_problem(request: Request, output: ModelOutput) -> str | None:
             if call.name not in request.tool_names:
                 return f"tool call names unknown tool {call.name!r}"
     if not output.tool_calls and not output.text.strip():
-        return "empty answer"
+        return EMPTY_ANSWER
     return None
 
 
@@ -44,6 +48,19 @@ class ValidityScorer(Scorer):
     method: ClassVar[str] = "validity"
     refusal_patterns: tuple[str, ...] = Field(default=DEFAULT_REFUSALS)
     """Case-insensitive regular expressions matched against the start of the answer."""
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        # Checked here: a pattern that does not compile would otherwise fail every request.
+        for i, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"refusal_patterns[{i}] {pattern!r} is not a regular expression: {exc}"
+                ) from None
+        return patterns
 
     def score(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
         problem = structural_problem(request, output)

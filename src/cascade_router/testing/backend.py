@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from cascade_router.backend import BackendBase
 from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 from cascade_router.openai_format import parse_logprobs
 from cascade_router.testing.replies import Reply, Script, tokenize
@@ -65,7 +66,7 @@ class _Stream:
         return reply_output(self._reply, self._request, self._backend.model)
 
 
-class ScriptedBackend:
+class ScriptedBackend(BackendBase):
     """A model that answers from a script of ``Reply`` objects, for testing cascades.
 
     ``ScriptedBackend("cheap", ["Paris", Reply("Lyon", confidence=0.3), TimeoutError])``

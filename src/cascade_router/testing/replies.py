@@ -123,6 +123,14 @@ class Script:
         self.calls = 0
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies and pickles of a fake model (as of a real one) must work: the lock stays behind.
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def next(self) -> Reply:
         with self._lock:
             i = self.calls

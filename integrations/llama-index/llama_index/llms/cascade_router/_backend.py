@@ -10,6 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, LogProb,
 from llama_index.core.llms import LLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 
+from cascade_router.backend import BackendBase
 from cascade_router.model_io import Message, ModelOutput, Request, TokenLogprob, ToolCall, Usage
 
 _PROVIDERS = {
@@ -153,7 +154,7 @@ class _Stream:
         return to_output(self._backend.llm, last, self._backend.parser)
 
 
-class LlamaIndexBackend:
+class LlamaIndexBackend(BackendBase):
     """Calls one LlamaIndex LLM, with tools when the request has them."""
 
     __slots__ = ("_model", "_provider", "kwargs", "llm", "parser", "tool_kwargs", "tools")

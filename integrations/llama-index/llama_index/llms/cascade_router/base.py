@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -29,26 +30,16 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
 from llama_index.llms.cascade_router._backend import LlamaIndexBackend, Parser, identity, to_core_messages
 from opentelemetry import context as otel_context
-from pydantic import BaseModel, PrivateAttr, ValidationInfo, field_validator
+from pydantic import BaseModel, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
-from cascade_router.config import LadderConfig, LadderSettings, Rung, as_rungs, check_ladder, load_config
-from cascade_router.decision_log import shared_log
-from cascade_router.engine import (
-    Call,
-    Engine,
-    Finished,
-    LiveChunk,
-    StreamEvent,
-    WholeAnswer,
-    model_key,
-    resolve_judges,
-    runtimes_for,
-)
+from cascade_router.config import LadderConfig, Rung, as_rungs, check_ladder, load_config
+from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent, WholeAnswer
 from cascade_router.errors import ConfigError
+from cascade_router.ladder import Binding, Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request
-from cascade_router.telemetry import Telemetry
+from cascade_router.redaction import register_object_secrets
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -88,7 +79,21 @@ def resolve_llm(value: Any, field: str) -> LLM:
     )
 
 
-class CascadeLLM(FunctionCallingLLM, LadderSettings):
+def _resolve(value: Any, field: str) -> LLM:
+    llm = resolve_llm(value, field)
+    register_object_secrets(llm)
+    return llm
+
+
+LLAMA_INDEX_BINDING: Binding[LLM] = Binding(
+    resolve=_resolve,
+    identity=identity,
+    fallback_name=lambda llm, index: type(llm).__name__,
+)
+"""Rungs and judges as LlamaIndex LLMs: objects or ``provider:model`` strings."""
+
+
+class CascadeLLM(FunctionCallingLLM, LadderModel):
     """An LLM that tries the cheapest rung first and escalates while confidence is low.
 
     Rungs are given as to ``CascadeChatModel``: dicts or ``Rung``s whose ``model`` is any
@@ -98,19 +103,22 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
 
     rungs: list[Rung]
     """The ladder, cheapest first."""
-    cascade_name: str = "cascade"
+    name: str = "cascade"
     """Name of the cascade in traces and logs."""
-    decision_log: Any = None
-    """A SQLite path, a SQLAlchemy URL or a ``DecisionLog``: one record per request."""
-    tracing: bool = True
-    """Emit OpenTelemetry spans through the global tracer provider."""
-    inference_spans: bool = True
-    """Emit a span per model call; off when a provider instrumentation already does."""
 
-    _engine: Engine = PrivateAttr()
-    _llms: list[LLM] = PrivateAttr()
-    _identities: list[tuple[str | None, str | None]] = PrivateAttr()
-    _judges: dict[Any, tuple[LLM, str | None, str | None]] = PrivateAttr()
+    _ladder: Ladder[LLM] = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cascade_name" in data:
+            warnings.warn(
+                "CascadeLLM(cascade_name=...) is now name=..., as on every other entry point",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            data = {k: v for k, v in data.items() if k != "cascade_name"} | {"name": data["cascade_name"]}
+        return data
 
     @field_validator("rungs", mode="before")
     @classmethod
@@ -124,27 +132,19 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        self._llms = [r.model for r in self.rungs]
-        self._identities = [identity(llm) for llm in self._llms]
-        self._judges = resolve_judges(self.rungs, resolve_llm, identity)
-        runtimes = runtimes_for(self.rungs, self._identities, [type(llm).__name__ for llm in self._llms])
-        names = [r.name for r in runtimes]
-        self._engine = Engine(
-            runtimes,
-            self.on_exhausted,
-            accept_last=self.accept_last,
-            name=self.cascade_name,
-            telemetry=Telemetry(
-                self.cascade_name, names, enabled=self.tracing, inference_spans=self.inference_spans
-            ),
-            decision_log=shared_log(self.decision_log) if self.decision_log is not None else None,
-        )
+        self._ladder = build_ladder(self.rungs, LLAMA_INDEX_BINDING, name=self.name, **self.ladder_settings())
+
+    def record_feedback(
+        self, request_id: str, score: float | bool, *, comment: str | None = None, rung: int | None = None
+    ) -> None:
+        """Attach a quality label in [0, 1] (or a thumbs up / down) to a logged request."""
+        self._ladder.record_feedback(request_id, score, comment=comment, rung=rung)
 
     @classmethod
     def from_config(cls, source: Any, **overrides: Any) -> CascadeLLM:
         """The same YAML / TOML / dict configuration as ``CascadeChatModel.from_config``."""
         config = source if isinstance(source, LadderConfig) else load_config(source)
-        return cls(**{**config.adapter_fields(), "cascade_name": config.name, **overrides})
+        return cls(**{**config.adapter_fields(), **overrides})
 
     @classmethod
     def class_name(cls) -> str:
@@ -152,7 +152,15 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
 
     @property
     def engine(self) -> Engine:
-        return self._engine
+        return self._ladder.engine
+
+    @property
+    def _engine(self) -> Engine:
+        return self._ladder.engine
+
+    @property
+    def _llms(self) -> list[LLM]:
+        return self._ladder.models
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -167,7 +175,7 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
                 isinstance(llm, FunctionCallingLLM) and m.is_function_calling_model
                 for llm, m in zip(self._llms, metas, strict=True)
             ),
-            model_name="cascade[" + ">".join(r.name for r in self._engine.rungs) + "]",
+            model_name=self._ladder.label,
         )
 
     # -- building a call -----------------------------------------------------------------------
@@ -184,14 +192,11 @@ class CascadeLLM(FunctionCallingLLM, LadderSettings):
             LlamaIndexBackend(
                 llm, provider=p, model=m, kwargs=kwargs, tools=tools, tool_kwargs=tool_kwargs, parser=parser
             )
-            for llm, (p, m) in zip(self._llms, self._identities, strict=True)
+            for llm, (p, m) in zip(self._ladder.models, self._ladder.identities, strict=True)
         ]
 
         def resolve(model: Any, rung: int) -> Backend:
-            if model is None:
-                llm, provider, name = self._llms[rung], *self._identities[rung]
-            else:
-                llm, provider, name = self._judges[model_key(model)]
+            llm, provider, name = self._ladder.judge(model, rung)
             return LlamaIndexBackend(llm, provider=provider, model=name)
 
         tool_names = frozenset(t.metadata.get_name() for t in tools) if tools else None

@@ -1,0 +1,321 @@
+"""Assembling a ladder, once, for every entry point.
+
+``build_ladder`` turns rungs and ladder settings into a ``Ladder``: the rungs' models resolved
+by the entry point's ``Binding``, their runtime rules (with the ladder's defaults applied), the
+judges their scorers name, and the ``Engine`` with its telemetry and decision log. The core
+``Cascade``, LangChain's ``CascadeChatModel`` and ``CascadeMiddleware`` and LlamaIndex's
+``CascadeLLM`` all call it; each only supplies its ``Binding`` (how to turn what the user wrote
+into its framework's model objects) and translates its framework's messages and results.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import ValidationError
+
+from cascade_router import policy
+from cascade_router.config import LadderSettings, Rung, as_rungs, check_ladder, validation_problem
+from cascade_router.decision_log import DecisionLog, shared_log
+from cascade_router.engine import Engine
+from cascade_router.errors import ConfigError
+from cascade_router.pricing import Price
+from cascade_router.scorers import Scorer
+from cascade_router.telemetry import Telemetry
+
+M = TypeVar("M")
+"""The framework's model type: a core ``Backend``, a LangChain chat model, a LlamaIndex LLM."""
+
+
+@dataclass(frozen=True, slots=True)
+class RungRuntime:
+    """A rung as the engine runs it: its rule, the ladder's defaults applied, and the names its
+    entry point resolved."""
+
+    index: int
+    name: str
+    provider: str | None
+    model: str | None
+    scorer: Scorer | None
+    threshold: float | None
+    timeout: float | None
+    """Bounds the model call and, separately, the scorer; None: no limit."""
+    price: Price | None
+    on_missing: policy.OnMissing
+    on_tool_call: policy.OnToolCall
+    validate_output: bool
+    max_retries: int
+
+    @property
+    def has_scorer(self) -> bool:
+        return self.scorer is not None
+
+
+def runtimes_for(
+    rungs: Sequence[Rung],
+    identities: Sequence[tuple[str | None, str | None]],
+    fallback: Sequence[str],
+    *,
+    timeout: float | None = None,
+    max_retries: int = 0,
+) -> list[RungRuntime]:
+    """Runtimes for a ladder whose models were resolved: ``identities`` are each model's
+    (provider, model name), ``fallback`` a name for a rung with neither a name nor a model name.
+
+    ``timeout`` and ``max_retries`` are the ladder's defaults: a rung that sets its own (even to
+    null or 0) keeps it. Repeated names get ``#index`` so that every rung's name is unique in
+    results and traces.
+    """
+    names: list[str] = []
+    for i, rung in enumerate(rungs):
+        name = rung.name or identities[i][1] or fallback[i]
+        names.append(name if name not in names else f"{name}#{i}")
+    out = []
+    for i, rung in enumerate(rungs):
+        explicit = rung.model_fields_set
+        out.append(
+            RungRuntime(
+                index=i,
+                name=names[i],
+                provider=rung.provider or identities[i][0],
+                model=identities[i][1],
+                scorer=rung.scorer,
+                threshold=rung.threshold,
+                timeout=rung.timeout if "timeout" in explicit else timeout,
+                price=rung.price,
+                on_missing=rung.on_missing,
+                on_tool_call=rung.on_tool_call,
+                validate_output=rung.validate_output,
+                max_retries=rung.max_retries
+                if "max_retries" in explicit and rung.max_retries is not None
+                else max_retries,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Binding(Generic[M]):
+    """How an entry point turns model references into its framework's model objects."""
+
+    resolve: Callable[[Any, str], M]
+    """``resolve(reference, field)``: the model for what the user wrote (an object or a
+    ``provider:model`` string); raises ``ConfigError`` naming ``field`` when it cannot."""
+    identity: Callable[[M], tuple[str | None, str | None]]
+    """(provider, model name) of a resolved model, for names, prices and traces."""
+    fallback_name: Callable[[M, int], str] = lambda model, index: f"rung{index}"
+    """A rung's name when neither the rung nor its model names it."""
+    returns_logprobs: Callable[[M], bool | None] = lambda model: None
+    """False when the model can never return logprobs: a logprob scorer on it is refused."""
+    propagate: tuple[type[BaseException], ...] = ()
+    """Exception types that are the framework's control flow (LangGraph's interrupts): they
+    pass through the ladder instead of falling back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Judges(Generic[M]):
+    """The judge models the rungs' scorers name, resolved once.
+
+    Looked up by the reference object itself (identity, then equality), never by ``id()``: a
+    deep copy or a pickle of the entry point copies the references and this table together,
+    while ids change.
+    """
+
+    entries: tuple[tuple[Any, M, str | None, str | None], ...] = ()
+
+    def get(self, ref: Any) -> tuple[M, str | None, str | None]:
+        for known, model, provider, name in self.entries:
+            if known is ref:
+                return model, provider, name
+        for known, model, provider, name in self.entries:
+            if _same(known, ref):
+                return model, provider, name
+        raise ConfigError("scorer.judge", f"the judge {ref!r} was not resolved when the ladder was built")
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def resolve_judges(rungs: Sequence[Rung], bind: Binding[M]) -> Judges[M]:
+    entries: list[tuple[Any, M, str | None, str | None]] = []
+    for i, rung in enumerate(rungs):
+        for ref in rung.scorer.models() if rung.scorer is not None else []:
+            if any(known is ref for known, *_ in entries):
+                continue
+            judge = bind.resolve(ref, f"rungs[{i}].scorer.judge")
+            entries.append((ref, judge, *bind.identity(judge)))
+    return Judges(tuple(entries))
+
+
+@dataclass(slots=True)
+class Ladder(Generic[M]):
+    """An assembled ladder: what every entry point runs requests through."""
+
+    rungs: list[Rung]
+    """The rungs as configured, their ``model`` resolved to the framework's objects."""
+    models: list[M]
+    identities: list[tuple[str | None, str | None]]
+    judges: Judges[M]
+    engine: Engine
+    label: str = field(init=False)
+    """``cascade[nano>haiku>opus]``: the ladder as one model name, for tracers."""
+
+    def __post_init__(self) -> None:
+        self.label = "cascade[" + ">".join(r.name for r in self.engine.rungs) + "]"
+
+    def judge(self, ref: Any | None, rung: int) -> tuple[M, str | None, str | None]:
+        """The model a scorer of rung ``rung`` asks for: ``ref`` None is the rung's own model."""
+        if ref is None:
+            return (self.models[rung], *self.identities[rung])
+        return self.judges.get(ref)
+
+    @property
+    def decision_log(self) -> DecisionLog | None:
+        return self.engine.decision_log
+
+    def record_feedback(
+        self, request_id: str, score: float | bool, *, comment: str | None = None, rung: int | None = None
+    ) -> None:
+        """Attach a quality label in [0, 1] (or a thumbs up / down) to a logged request."""
+        log = self.engine.decision_log
+        if log is None:
+            raise ConfigError("decision_log", "this cascade has no decision_log to record feedback in")
+        log.record_feedback(request_id, score, comment, rung=rung)
+
+
+def build_ladder(
+    rungs: Sequence[Rung | Mapping[str, Any]],
+    bind: Binding[M],
+    *,
+    name: str = "cascade",
+    on_exhausted: policy.OnExhausted = "raise",
+    accept_last: bool = True,
+    timeout: float | None = None,
+    max_retries: int = 0,
+    decision_log: str | Path | DecisionLog | None = None,
+    tracing: bool = True,
+    inference_spans: bool = True,
+    annotate: bool = False,
+) -> Ladder[M]:
+    """Assemble a ladder from its rungs and the ladder settings (``LadderSettings``' fields).
+
+    ``annotate`` is accepted for symmetry with the settings; entry points that return messages
+    apply it themselves.
+    """
+    del annotate
+    # Validated here, whatever the entry point: an option that means the same everywhere is
+    # checked the same way everywhere.
+    try:
+        settings = LadderSettings(
+            on_exhausted=on_exhausted,
+            accept_last=accept_last,
+            timeout=timeout,
+            max_retries=max_retries,
+            decision_log=decision_log,
+            tracing=tracing,
+            inference_spans=inference_spans,
+        )
+    except ValidationError as exc:
+        raise ConfigError(*validation_problem(exc)) from None
+    parsed = as_rungs(list(rungs) if isinstance(rungs, list | tuple) else rungs)
+    check_ladder(parsed, accept_last=accept_last)
+    models = [bind.resolve(r.model, f"rungs[{i}].model") for i, r in enumerate(parsed)]
+    for i, (rung, model) in enumerate(zip(parsed, models, strict=True)):
+        _check_signals(rung, model, bind, f"rungs[{i}].scorer")
+    identities = [bind.identity(m) for m in models]
+    runtimes = runtimes_for(
+        parsed,
+        identities,
+        [bind.fallback_name(m, i) for i, m in enumerate(models)],
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+    )
+    engine = Engine(
+        runtimes,
+        settings.on_exhausted,
+        accept_last=accept_last,
+        propagate=bind.propagate,
+        name=name,
+        telemetry=Telemetry(
+            name, [r.name for r in runtimes], enabled=tracing, inference_spans=inference_spans
+        ),
+        decision_log=shared_log(decision_log) if decision_log is not None else None,
+    )
+    resolved = [
+        r if r.model is m else r.model_copy(update={"model": m}) for r, m in zip(parsed, models, strict=True)
+    ]
+    return Ladder(resolved, models, identities, resolve_judges(parsed, bind), engine)
+
+
+class LadderModel(LadderSettings):
+    """Base of the pydantic entry points (``CascadeChatModel``, ``CascadeLLM``).
+
+    Their engine (telemetry, decision log, resolved judges) is derived state: it is rebuilt from
+    the fields, never copied, so copies, deep copies and unpickled models each get their own
+    engine over the same settings, and ``model_copy(update=...)`` always takes effect.
+    Subclasses build the engine in ``model_post_init`` and may carry more derived state across
+    copies with ``_copy_extra`` / ``_restore_extra``.
+    """
+
+    def _copy_extra(self) -> Any:
+        return None
+
+    def _restore_extra(self, extra: Any) -> None:
+        return None
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = dict(super().__getstate__())
+        state["__pydantic_private__"] = {}
+        state["__cascade_extra__"] = self._copy_extra()
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        state = dict(state)
+        extra = state.pop("__cascade_extra__", None)
+        super().__setstate__(state)
+        self.model_post_init(None)
+        if extra is not None:
+            self._restore_extra(extra)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return clone
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; ``update`` is validated and rebuilds the ladder, so it always takes effect."""
+        if not update:
+            return super().model_copy(deep=deep)
+        unknown = set(update) - set(type(self).model_fields)
+        if unknown:
+            raise ValueError(f"model_copy(update=...): unknown fields {sorted(unknown)}")
+        source = copy.deepcopy(self) if deep else self
+        data = {name: getattr(source, name) for name in type(self).model_fields}
+        clone = type(self)(**{**data, **update})
+        extra = self._copy_extra()
+        if extra is not None:
+            clone._restore_extra(extra)
+        return clone
+
+
+def _check_signals(rung: Rung, model: Any, bind: Binding[Any], field: str) -> None:
+    # A logprob scorer on a model that never returns logprobs would escalate every request for a
+    # missing signal: a configuration mistake, so it is refused here rather than paid for later.
+    if rung.scorer is None or not rung.scorer.needs_logprobs() or bind.returns_logprobs(model) is not False:
+        return
+    identity = bind.identity(model)
+    raise ConfigError(
+        field,
+        f"{identity[0] or type(model).__name__}:{identity[1]} returns no token logprobs, so a "
+        f"{rung.scorer.method!r} scorer that needs them would never give a score; use a judge, "
+        "validity, learned or callable scorer, or put a judge after the logprob scorer in a "
+        "first_available scorer",
+    )
