@@ -53,14 +53,21 @@ def main() -> None:
     )
     print(f"{'question':<46} {'answered by':<12} {'tried':<12} {'cost $':>10}  why")
     total = strong_only = 0.0
+    unknown = 0
     for question in QUESTIONS:
         message = llm.invoke(question)
         meta = message.response_metadata["cascade"]
         tried = ">".join(a["name"] for a in meta["attempts"])
         why = "; ".join(f"{a['name']}: {a['reason']}" for a in meta["attempts"])
         answered_by = message.response_metadata["model_name"]
-        print(f"{question[:45]:<46} {answered_by:<12} {tried:<12} {meta['cost_usd']:>10.6f}  {why}")
-        total += meta["cost_usd"]
+        # A request whose rung failed costs "unknown": the failed call may have been billed.
+        cost = meta["cost_usd"]
+        shown = "unknown" if cost is None else f"{cost:.6f}"
+        print(f"{question[:45]:<46} {answered_by:<12} {tried:<12} {shown:>10}  {why}")
+        if cost is None:
+            unknown += 1
+            cost = sum(a["cost_usd"] or 0.0 for a in meta["attempts"])  # the part that is known
+        total += cost
         # gpt-4o alone, for the same prompt and an answer as long as the one given.
         answer = meta["attempts"][-1]
         strong_only += (
@@ -69,7 +76,8 @@ def main() -> None:
             )
             or 0.0
         )
-    print(f"\ncascade total ${total:.6f}  vs  gpt-4o for every request ${strong_only:.6f}")
+    note = f" (+ {unknown} failed call(s) of unknown cost)" if unknown else ""
+    print(f"\ncascade total ${total:.6f}{note}  vs  gpt-4o for every request ${strong_only:.6f}")
 
 
 if __name__ == "__main__":
