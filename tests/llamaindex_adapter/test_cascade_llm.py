@@ -237,3 +237,44 @@ def test_stream_traces_under_the_span_of_the_call_not_of_the_consumer(spans: Any
     workflow = next(s for s in spans.get_finished_spans() if s.name.startswith("invoke_workflow"))
     assert workflow.parent is not None
     assert workflow.parent.span_id == query_span.get_span_context().span_id
+
+
+@pytest.mark.parametrize("mode", ["chat", "achat", "stream_chat", "complete"])
+async def test_a_token_counter_counts_each_token_once(mode: str) -> None:
+    from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+
+    counter = TokenCountingHandler(tokenizer=str.split)
+    manager = CallbackManager([counter])
+    cheap = ScriptedLLM(
+        model_name="cheap-model",
+        replies=[Reply(UNSURE.text, confidence=0.2, usage=(10, 5))],
+        callback_manager=manager,
+    )
+    strong = ScriptedLLM(
+        model_name="strong-model", replies=[Reply("Paris", usage=(12, 7))], callback_manager=manager
+    )
+    llm = CascadeLLM(
+        rungs=[
+            {"model": cheap, "name": "cheap", "scorer": LogprobScorer(), "threshold": 0.8},
+            {"model": strong, "name": "strong"},
+        ],
+        callback_manager=manager,
+    )
+    if mode == "chat":
+        cascade = llm.chat(user("q")).additional_kwargs["cascade"]
+    elif mode == "achat":
+        cascade = (await llm.achat(user("q"))).additional_kwargs["cascade"]
+    elif mode == "stream_chat":
+        cascade = list(llm.stream_chat(user("q")))[-1].additional_kwargs["cascade"]
+    else:
+        cascade = llm.complete("q").additional_kwargs["cascade"]
+    # One LLM event per rung call, none for the cascade itself (which repeated the answer's text
+    # and so counted the strong rung's tokens twice).
+    completions = [e.completion for e in counter.llm_token_counts]
+    assert completions == [f"assistant: {UNSURE.text}", "assistant: Paris"]
+    assert cascade["usage"] == {"input_tokens": 22, "output_tokens": 12}  # the total, on the answer
+    # Handlers added to the shared manager later are called too.
+    late = TokenCountingHandler(tokenizer=str.split)
+    manager.add_handler(late)
+    llm.chat(user("q"))
+    assert len(late.llm_token_counts) == 2

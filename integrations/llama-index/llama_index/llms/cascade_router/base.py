@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -23,6 +25,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
+from llama_index.core.callbacks import CallbackManager, CBEventType
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
@@ -93,6 +96,47 @@ LLAMA_INDEX_BINDING: Binding[LLM] = Binding(
 """Rungs and judges as LlamaIndex LLMs: objects or ``provider:model`` strings."""
 
 
+class _WithoutOwnLLMEvents(CallbackManager):
+    """The cascade's legacy callback manager: the same handlers, minus the cascade's own LLM
+    events.
+
+    Each rung is an LLM that reports its own LLM event, with its own tokens; a handler that sums
+    LLM events (``TokenCountingHandler``, budgets) would count every answer twice, and file the
+    cheap rung's tokens under the strong one, if the cascade reported one too. LLM events are
+    leaves, so nothing nests under the one left out. The request's total stays on the answer:
+    ``additional_kwargs["cascade"]["usage"]``. Instrumentation (OpenInference, the dispatcher's
+    spans and events) is unaffected.
+    """
+
+    def __init__(self, base: CallbackManager) -> None:
+        # Not CallbackManager.__init__: it would add the global handler a second time. The handler
+        # list is shared, so handlers added to the original later are called too.
+        self.handlers = base.handlers
+        self._trace_map = defaultdict(list)
+
+    def on_event_start(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str | None = None,
+        parent_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        if event_type == CBEventType.LLM:
+            return event_id or str(uuid.uuid4())
+        return super().on_event_start(event_type, payload, event_id, parent_id, **kwargs)
+
+    def on_event_end(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if event_type != CBEventType.LLM:
+            super().on_event_end(event_type, payload, event_id, **kwargs)
+
+
 class CascadeLLM(FunctionCallingLLM, LadderModel):
     """An LLM that tries the cheapest rung first and escalates while confidence is low.
 
@@ -132,6 +176,8 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
+        if not isinstance(self.callback_manager, _WithoutOwnLLMEvents):
+            self.callback_manager = _WithoutOwnLLMEvents(self.callback_manager)
         self._ladder = build_ladder(self.rungs, LLAMA_INDEX_BINDING, name=self.name, **self.ladder_settings())
 
     def record_feedback(
@@ -215,7 +261,7 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
             message=message,
             raw=raw.raw,
             logprobs=raw.logprobs,
-            additional_kwargs={**raw.additional_kwargs, "cascade": result.to_dict()},
+            additional_kwargs={**raw.additional_kwargs, "cascade": _cascade_metadata(result)},
         )
 
     # -- chat and complete ---------------------------------------------------------------------
@@ -389,3 +435,13 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         result = await self._engine.arun(self._structured_call(output_cls, prompt, prompt_args, llm_kwargs))
         parsed: Model = result.output.extra["parsed"]
         return parsed
+
+
+def _cascade_metadata(result: Result) -> dict[str, Any]:
+    """``additional_kwargs["cascade"]``: the result, and the request's total tokens (every
+    attempt and judge call), which no callback event carries."""
+    usage = result.usage
+    return {
+        **result.to_dict(),
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+    }
