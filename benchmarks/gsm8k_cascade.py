@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cascade_router import demo
-from cascade_router import evaluation as ev
-from cascade_router.demo import PRICES
-from cascade_router.learned import LearnedScorer, cross_fit, fit
+from cascade_router.evaluation import demo
+from cascade_router.evaluation import metrics as ev
+from cascade_router.evaluation.demo import PRICES
+from cascade_router.scorers.learned import LearnedScorer, cross_fit, fit
 
 # The ladder, prices and examples are the demo's (``cascade-router demo`` shows this benchmark's run).
 examples = demo.examples
@@ -94,7 +94,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     plot_path = None
     try:
-        from cascade_router.plots import plot_report
+        from cascade_router.evaluation.plots import plot_report
 
         plot_path = str(
             plot_report(

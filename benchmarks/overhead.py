@@ -1,137 +1,305 @@
-"""Per-call overhead of the cascade against a bare chat model and LangChain's with_fallbacks,
-and what tracing (in-memory exporter) and the decision log (SQLite) add to it.
+"""Per-call overhead of the cascade against a bare chat model, measured paired.
 
-All models are zero-latency fakes in one process; the variants are interleaved round by round so
-that machine noise hits them alike. Reports the median per-call time of each variant and its ratio
-to the bare model; writes benchmarks/results/overhead.json.
+Every variant calls zero-latency fake chat models in one process. The fakes report a model name
+and token usage, as real providers do, so the cascade prices and records what it would in
+production. The protocol, for noisy shared machines:
 
-    .venv/bin/python benchmarks/overhead.py [--rounds 25] [--calls 200]
+- **paired batches**: each round runs one batch of every variant, in a fresh random order, and
+  each variant's time is divided by the bare model's time *in the same round*; the figure is the
+  median of those paired ratios, with a bootstrap 95 % interval;
+- **drained between batches**: the decision log's writer is flushed and the span processor
+  forced to export before the next batch is timed, so one variant's leftovers are not paid by the
+  next;
+- **floors**: two wrappers that do the least a wrapper chat model can do. One calls its inner
+  model's ``generate()`` under a child callback manager (two LangChain runs, as the cascade keeps
+  them); the other calls the inner ``_generate`` directly (one run). The cascade's ratio is worth
+  reading against them, not against 1.0.
 
-A wrapper chat model makes two LangChain invocations per call (its own and its rung's), so about
-2x the bare model is the floor for a 1-rung cascade.
+    .venv/bin/python benchmarks/overhead.py [--rounds 30] [--calls 150] [--seed 0]
+
+Writes benchmarks/results/overhead.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import itertools
 import json
 import platform
+import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.callbacks import CallbackManager, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cascade_router.decision_log import DecisionLog
-from cascade_router.telemetry import Telemetry
+from cascade_router.observability.decision_log import DecisionLog
+from cascade_router.observability.telemetry import Telemetry
 from langchain_cascade_router import CascadeChatModel
 
 RESULTS = Path(__file__).parent / "results" / "overhead.json"
 EXPORTER = InMemorySpanExporter()
+PROVIDER = TracerProvider()
+PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
 
 
-def fake() -> GenericFakeChatModel:
-    return GenericFakeChatModel(messages=itertools.cycle([AIMessage("ok")]))
+class Fake(BaseChatModel):
+    """A zero-latency model that answers like a provider: a model name and token usage."""
+
+    model_name: str = "gpt-4o-mini"
+
+    @property
+    def _llm_type(self) -> str:
+        return "fake"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = AIMessage(
+            "ok",
+            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
+            usage_metadata={"input_tokens": 12, "output_tokens": 3, "total_tokens": 15},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class ChildRunFloor(BaseChatModel):
+    """The least a wrapper that keeps its inner call a child run can do: ``generate()`` of the
+    inner model under a child callback manager."""
+
+    inner: BaseChatModel
+
+    @property
+    def _llm_type(self) -> str:
+        return "floor-child-run"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        callbacks = (
+            CallbackManager(
+                handlers=list(run_manager.inheritable_handlers),
+                inheritable_handlers=list(run_manager.inheritable_handlers),
+                parent_run_id=run_manager.run_id,
+            )
+            if run_manager is not None
+            else None
+        )
+        result = self.inner.generate([messages], stop=stop, callbacks=callbacks)
+        generation = result.generations[0][0]
+        assert isinstance(generation, ChatGeneration)
+        return ChatResult(generations=[generation])
+
+
+class DirectFloor(BaseChatModel):
+    """The least any wrapper can do: the inner model's ``_generate``, one LangChain run."""
+
+    inner: BaseChatModel
+
+    @property
+    def _llm_type(self) -> str:
+        return "floor-direct"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self.inner._generate(messages, stop=stop, **kwargs)
 
 
 def traced(llm: CascadeChatModel) -> CascadeChatModel:
-    """Spans to an in-memory exporter, the cheapest real SDK pipeline."""
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    llm.engine.telemetry = Telemetry("bench", ["only"], tracer_provider=provider)
+    """Spans to an in-memory exporter: the cheapest real SDK pipeline."""
+    llm.engine.telemetry = Telemetry(llm.engine.name, ["only"], tracer_provider=PROVIDER)
     return llm
 
 
+def sdk_replica() -> Callable[[], Any]:
+    """The cascade's three spans (workflow, rung, inference) made with the OTel SDK alone, with
+    attributes like ours, around a bare model call: what tracing costs at the least."""
+    tracer = PROVIDER.get_tracer("replica")
+    bare = Fake()
+
+    def call() -> Any:
+        with tracer.start_as_current_span(
+            "invoke_workflow bench",
+            attributes={"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "bench"},
+        ) as workflow:
+            with tracer.start_as_current_span(
+                "cascade.rung 0 gpt-4o-mini",
+                attributes={"cascade.rung.index": 0, "cascade.rung.name": "only"},
+            ) as rung:
+                with tracer.start_as_current_span(
+                    "chat gpt-4o-mini",
+                    kind=trace.SpanKind.CLIENT,
+                    attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"},
+                ) as chat:
+                    answer = bare.invoke("hi")
+                    chat.set_attributes({"gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 3})
+                rung.set_attributes({"cascade.decision": "accept", "cascade.escalation_reason": "final rung"})
+            workflow.set_attributes({"cascade.request_id": "x", "cascade.attempt_count": 1})
+        return answer
+
+    return call
+
+
 def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
-    bare = fake()
-    fallbacks = fake().with_fallbacks([fake()])
-    one = CascadeChatModel(rungs=[{"model": fake()}])
+    bare = Fake()
+    fallbacks = Fake().with_fallbacks([Fake()])
+    child_floor = ChildRunFloor(inner=Fake())
+    direct_floor = DirectFloor(inner=Fake())
+    one = CascadeChatModel(rungs=[{"model": Fake()}], tracing=False)
     two_accept = CascadeChatModel(
-        rungs=[{"model": fake(), "scorer": lambda m, a: 0.9, "threshold": 0.5}, {"model": fake()}]
+        rungs=[{"model": Fake(), "scorer": lambda m, a: 0.9, "threshold": 0.5}, {"model": Fake()}],
+        tracing=False,
     )
     two_escalate = CascadeChatModel(
-        rungs=[{"model": fake(), "scorer": lambda m, a: 0.1, "threshold": 0.5}, {"model": fake()}]
+        rungs=[{"model": Fake(), "scorer": lambda m, a: 0.1, "threshold": 0.5}, {"model": Fake()}],
+        tracing=False,
     )
-    with_trace = traced(CascadeChatModel(rungs=[{"model": fake()}]))
-    with_log = CascadeChatModel(rungs=[{"model": fake()}], decision_log=log)
-    with_both = traced(CascadeChatModel(rungs=[{"model": fake()}], decision_log=log))
+    with_trace = traced(CascadeChatModel(rungs=[{"model": Fake()}]))
+    replica = sdk_replica()
+    with_log = CascadeChatModel(rungs=[{"model": Fake()}], decision_log=log, tracing=False)
+    with_both = traced(CascadeChatModel(rungs=[{"model": Fake()}], decision_log=log))
     return {
         "bare": lambda: bare.invoke("hi"),
         "with_fallbacks": lambda: fallbacks.invoke("hi"),
+        "floor_child_run": lambda: child_floor.invoke("hi"),
+        "floor_direct": lambda: direct_floor.invoke("hi"),
         "cascade_1_rung": lambda: one.invoke("hi"),
         "cascade_2_rungs_accept_first": lambda: two_accept.invoke("hi"),
         "cascade_2_rungs_escalate_once": lambda: two_escalate.invoke("hi"),
         "cascade_1_rung_traced": lambda: with_trace.invoke("hi"),
+        "sdk_replica_of_the_spans": replica,
         "cascade_1_rung_logged": lambda: with_log.invoke("hi"),
         "cascade_1_rung_traced_logged": lambda: with_both.invoke("hi"),
     }
 
 
-def measure(rounds: int, calls: int, log_dir: Path) -> tuple[dict[str, list[float]], DecisionLog]:
-    log = DecisionLog(log_dir / "bench.db")
+def drain(log: DecisionLog) -> None:
+    """Background work of the previous batch, done before the next batch is timed."""
+    log.flush(60)
+    PROVIDER.force_flush()
+    EXPORTER.clear()
+    gc.collect()
+
+
+def measure(rounds: int, calls: int, seed: int, log: DecisionLog) -> dict[str, list[float]]:
+    """Microseconds per call, one value per round and variant."""
     runs = variants(log)
     for fn in runs.values():  # warm up imports, caches and the price catalog
-        for _ in range(50):
+        for _ in range(100):
             fn()
+    drain(log)
+    rng = random.Random(seed)
     per_call: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
     gc.disable()
     try:
         for _ in range(rounds):
-            for name, fn in runs.items():
+            rng.shuffle(names)
+            for name in names:
+                fn = runs[name]
                 t0 = time.perf_counter_ns()
                 for _ in range(calls):
                     fn()
                 per_call[name].append((time.perf_counter_ns() - t0) / calls / 1000)
-            EXPORTER.clear()
-            gc.collect()
+                drain(log)
     finally:
         gc.enable()
-    return per_call, log
+    return per_call
+
+
+def bootstrap(values: list[float], rng: random.Random, n: int = 2000) -> tuple[float, float]:
+    """95 % interval of the median, by resampling the paired per-round values."""
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(n))
+    return medians[int(0.025 * n)], medians[int(0.975 * n) - 1]
+
+
+def paired(per_call: dict[str, list[float]], base: str, seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    rng = random.Random(seed)
+    for name, times in per_call.items():
+        ratios = [t / b for t, b in zip(times, per_call[base], strict=True)]
+        low, high = bootstrap(ratios, rng)
+        yield (
+            name,
+            {
+                "median_us": statistics.median(times),
+                "ratio": statistics.median(ratios),
+                "ratio_95ci": [low, high],
+            },
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as log_dir:
-        per_call, log = measure(args.rounds, args.calls, Path(log_dir))
+        log = DecisionLog(Path(log_dir) / "bench.db")
+        per_call = measure(args.rounds, args.calls, args.seed, log)
         log.close()
         stats = log.stats()
     print(f"decision log: {stats.written} records written, {stats.lost} lost")
-    bare = statistics.median(per_call["bare"])
-    cascade = statistics.median(per_call["cascade_1_rung"])
-    rows = {
-        name: {
-            "median_us": statistics.median(times),
-            "ratio_to_bare": statistics.median(times) / bare,
-            "ratio_to_cascade_1_rung": statistics.median(times) / cascade,
-        }
-        for name, times in per_call.items()
+    to_bare = dict(paired(per_call, "bare", args.seed))
+    to_cascade = dict(paired(per_call, "cascade_1_rung", args.seed))
+    to_replica = dict(paired(per_call, "sdk_replica_of_the_spans", args.seed))
+    derived = {
+        "extra_escalating_rung_in_bare_calls": (
+            to_bare["cascade_2_rungs_escalate_once"]["ratio"]
+            - to_bare["cascade_2_rungs_accept_first"]["ratio"]
+        ),
+        "tracing_added_to_cascade": to_cascade["cascade_1_rung_traced"]["ratio"] - 1.0,
+        "tracing_vs_sdk_replica": to_replica["cascade_1_rung_traced"]["ratio"],
+        "decision_log_added_to_cascade": to_cascade["cascade_1_rung_logged"]["ratio"] - 1.0,
     }
-    print(f"{'variant':<32} {'median us/call':>15} {'x bare':>8} {'x cascade':>10}")
-    for name, row in rows.items():
+    print(f"{'variant':<32} {'median us/call':>15} {'x bare (95% CI)':>22} {'x cascade':>10}")
+    for name, row in to_bare.items():
+        low, high = row["ratio_95ci"]
         print(
-            f"{name:<32} {row['median_us']:>15.1f} {row['ratio_to_bare']:>8.2f} "
-            f"{row['ratio_to_cascade_1_rung']:>10.2f}"
+            f"{name:<32} {row['median_us']:>15.1f} {row['ratio']:>8.2f} [{low:.2f}, {high:.2f}]"
+            f" {to_cascade[name]['ratio']:>10.2f}"
         )
+    print()
+    for key, value in derived.items():
+        print(f"{key:<40} {value:+.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
+                "protocol": "paired batches in random order per round, log and spans drained between "
+                "batches; ratio = median over rounds of variant/bare in the same round",
                 "rounds": args.rounds,
-                "calls_per_round": args.calls,
+                "calls_per_batch": args.calls,
+                "seed": args.seed,
                 "python": platform.python_version(),
-                "variants": rows,
+                "variants": {
+                    name: {**row, "ratio_to_cascade_1_rung": to_cascade[name]["ratio"]}
+                    for name, row in to_bare.items()
+                },
+                "derived": derived,
             },
             indent=2,
         )

@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from cascade_router.config import LadderConfig, Rung
-from cascade_router.learned import LearnedScorer
 from cascade_router.pricing import Price
 from cascade_router.scorers import FirstAvailableScorer, JudgeScorer, LogprobScorer, ValidityScorer
+from cascade_router.scorers.learned import LearnedScorer
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 

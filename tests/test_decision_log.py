@@ -19,8 +19,14 @@ from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
 from cascade_router import CascadeExhaustedError, LogprobScorer
-from cascade_router._cli import app
-from cascade_router.decision_log import SCHEMA_VERSION, DecisionLog, metadata, record_feedback, schema_table
+from cascade_router.cli.app import app
+from cascade_router.observability.decision_log import (
+    SCHEMA_VERSION,
+    DecisionLog,
+    metadata,
+    record_feedback,
+    schema_table,
+)
 from cascade_router.testing import Reply
 from langchain_cascade_router import CascadeChatModel
 from langchain_cascade_router.testing import ScriptedChatModel
@@ -192,7 +198,7 @@ def test_nothing_lost_on_clean_interpreter_exit(tmp_path: Path) -> None:
     path = tmp_path / "atexit.db"
     code = (
         "from datetime import UTC, datetime\n"
-        "from cascade_router.decision_log import DecisionLog\n"
+        "from cascade_router.observability.decision_log import DecisionLog\n"
         f"log = DecisionLog({str(path)!r}, flush_interval=60)\n"
         "for i in range(500):\n"
         "    log.record({'request_id': f'r{i}', 'trace_id': None, 'created_at': datetime.now(UTC),\n"

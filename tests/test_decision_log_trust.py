@@ -15,8 +15,8 @@ from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from cascade_router import Cascade, ConfigError
-from cascade_router._cli import app
-from cascade_router.decision_log import SCHEMA_VERSION, DecisionLog
+from cascade_router.cli.app import app
+from cascade_router.observability.decision_log import SCHEMA_VERSION, DecisionLog
 from cascade_router.testing import ScriptedBackend
 
 
@@ -26,7 +26,7 @@ def _cascade(log: DecisionLog, name: str = "c", answer: str = "ok") -> Cascade:
 
 def _child(path: str) -> None:
     # In the forked child: the parent's log object, used as a gunicorn or Celery worker would.
-    from cascade_router.decision_log import shared_log
+    from cascade_router.observability.decision_log import shared_log
 
     log = shared_log(path)
     cascade = Cascade([{"model": ScriptedBackend("m", ["child"])}], decision_log=log)
@@ -36,12 +36,14 @@ def _child(path: str) -> None:
 
 
 def test_a_forked_worker_writes_its_own_records(tmp_path: Path) -> None:
-    from cascade_router.decision_log import shared_log
+    from cascade_router.observability.decision_log import shared_log
 
     path = str(tmp_path / "fork.db")
     log = shared_log(path)
     cascade = Cascade([{"model": ScriptedBackend("m", ["parent"])}], decision_log=log)
-    cascade.invoke("q")  # the parent's writer thread is running when the worker forks
+    # The parent's writer thread is writing this record when the worker forks: a fork inside the
+    # SQLite driver would leave the child deadlocked on its first connection.
+    cascade.invoke("q")
     process = multiprocessing.get_context("fork").Process(target=_child, args=(path,))
     process.start()
     process.join(30)

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cascade_router import demo
-from cascade_router._cli import app
-from cascade_router.decision_log import DecisionLog
+from cascade_router.cli.app import app
+from cascade_router.evaluation import demo
+from cascade_router.observability.decision_log import DecisionLog
 
 LINE = re.compile(r"^\s*(\d+) (gsm8k-test-\d{4})\s+(\S+)\s+([✓✗?])\s+(\S+(?: tok)?)\s+(.*)$")
 

@@ -13,14 +13,22 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cascade_router import ConfigError, calibration
-from cascade_router import evaluation as ev
-from cascade_router._cli import app
+from cascade_router import ConfigError
+from cascade_router.cli.app import app
 from cascade_router.config import LadderConfig, load_config
-from cascade_router.datasets import Dataset
-from cascade_router.evaluation import Point
-from cascade_router.learned import Example, LearnedModel, LearnedScorer, answer_features, cross_fit, fit
-from cascade_router.replay import ReplayBackend
+from cascade_router.evaluation import calibration
+from cascade_router.evaluation import metrics as ev
+from cascade_router.evaluation.datasets import Dataset
+from cascade_router.evaluation.metrics import Point
+from cascade_router.evaluation.replay import ReplayBackend
+from cascade_router.scorers.learned import (
+    Example,
+    LearnedModel,
+    LearnedScorer,
+    answer_features,
+    cross_fit,
+    fit,
+)
 
 PRICES = {
     "cheap": {"input_per_mtok": 0.2, "output_per_mtok": 0.2},
@@ -181,7 +189,7 @@ def test_auroc_and_bootstrap() -> None:
 
 
 def test_answer_features_check_the_stated_arithmetic() -> None:
-    names = __import__("cascade_router.learned", fromlist=["FEATURES"]).FEATURES
+    names = __import__("cascade_router.scorers.learned", fromlist=["FEATURES"]).FEATURES
     right = dict(
         zip(names, answer_features("What is 6 times 7?", "6 * 7 = <<6*7=42>>42\n#### 42"), strict=True)
     )
@@ -358,7 +366,7 @@ def test_cli_learn_eval_calibrate_compare(tmp_path: Path) -> None:
 
 
 def test_learn_and_calibrate_from_the_decision_log(tmp_path: Path) -> None:
-    from cascade_router.decision_log import DecisionLog
+    from cascade_router.observability.decision_log import DecisionLog
     from cascade_router.testing import Reply
     from langchain_cascade_router import CascadeChatModel
     from langchain_cascade_router.testing import ScriptedChatModel
@@ -432,7 +440,7 @@ def test_learn_and_calibrate_from_the_decision_log(tmp_path: Path) -> None:
 def test_version_1_logs_are_migrated(tmp_path: Path) -> None:
     from sqlalchemy import create_engine, text
 
-    from cascade_router.decision_log import SCHEMA_VERSION, DecisionLog
+    from cascade_router.observability.decision_log import SCHEMA_VERSION, DecisionLog
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)

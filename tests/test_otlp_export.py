@@ -11,8 +11,8 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from cascade_router.otel import configure_tracing
-from cascade_router.telemetry import Telemetry
+from cascade_router.observability.otel import configure_tracing
+from cascade_router.observability.telemetry import Telemetry
 from cascade_router.testing import Reply
 from langchain_cascade_router import CascadeChatModel, LogprobScorer
 from langchain_cascade_router.testing import ScriptedChatModel

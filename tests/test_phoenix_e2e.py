@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from cascade_router.otel import configure_tracing
-from cascade_router.telemetry import Telemetry
+from cascade_router.observability.otel import configure_tracing
+from cascade_router.observability.telemetry import Telemetry
 from cascade_router.testing import Reply
 from langchain_cascade_router import CascadeChatModel, LogprobScorer
 from langchain_cascade_router.testing import ScriptedChatModel

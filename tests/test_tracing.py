@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from cascade_router import CascadeExhaustedError, JudgeScorer, LogprobScorer
 from cascade_router.engine import Engine
-from cascade_router.telemetry import Telemetry
+from cascade_router.observability.telemetry import Telemetry
 from cascade_router.testing import Reply
 from langchain_cascade_router import CascadeChatModel
 from langchain_cascade_router.testing import ScriptedChatModel
@@ -314,7 +314,7 @@ class ExplodingTracer:
 def test_telemetry_bug_never_fails_a_request(caplog: pytest.LogCaptureFixture) -> None:
     llm = ladder([CONFIDENT], ["S"])
     llm.engine.telemetry.tracer = ExplodingTracer()  # type: ignore[assignment]
-    from cascade_router import telemetry
+    from cascade_router.observability import telemetry
 
     telemetry._reported.clear()
     with caplog.at_level(logging.WARNING, logger="cascade_router.telemetry"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from cascade_router import JudgeScorer, LogprobScorer
-from cascade_router.otel import configure_tracing
+from cascade_router.observability.otel import configure_tracing
 from cascade_router.testing import Reply
 from langchain_cascade_router import CascadeChatModel
 from langchain_cascade_router.testing import ScriptedChatModel

@@ -4,6 +4,7 @@ The core is framework-neutral; LangChain and LlamaIndex adapters live in their o
 distributions (``langchain-cascade-router``, ``llama-index-llms-cascade-router``).
 """
 
+from cascade_router import _moved
 from cascade_router._version import __version__
 from cascade_router.attempts import Attempt, Result
 from cascade_router.backend import Backend, BackendBase
@@ -78,3 +79,5 @@ __all__ = [
     "load_config",
     "register_scorer",
 ]
+
+_moved.install()

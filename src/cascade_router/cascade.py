@@ -10,10 +10,10 @@ from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.backends import backend_from
 from cascade_router.config import LadderConfig, Rung, load_config
-from cascade_router.decision_log import DecisionLog
 from cascade_router.engine import Call, Engine, StreamEvent
 from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import Message, Request
+from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.policy import OnExhausted
 
 Prompt = str | Sequence[Message] | Request

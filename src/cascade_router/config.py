@@ -29,11 +29,11 @@ from pydantic import (
     model_validator,
 )
 
-from cascade_router.decision_log import DecisionLog
 from cascade_router.errors import ConfigError
+from cascade_router.observability.decision_log import DecisionLog
+from cascade_router.observability.redaction import safe_url, scrub
 from cascade_router.policy import OnExhausted, OnMissing, OnToolCall
 from cascade_router.pricing import Price
-from cascade_router.redaction import safe_url, scrub
 from cascade_router.scorers import Scorer, parse_scorer
 
 MAX_TIMEOUT = 86_400.0

@@ -22,6 +22,7 @@ from cascade_router.attempts import Attempt, Result
 from cascade_router.backend import Backend
 from cascade_router.errors import RungTimeoutError, ScorerError
 from cascade_router.model_io import ModelOutput, Request, Usage
+from cascade_router.observability.telemetry import RequestSpan, RungSpan, Telemetry
 from cascade_router.policy import Evidence
 from cascade_router.pricing import Price, cost_usd
 from cascade_router.records import (
@@ -35,12 +36,11 @@ from cascade_router.records import (
 from cascade_router.scorers import Score, structural_problem
 from cascade_router.scorers.base import as_probability
 from cascade_router.scorers.validity import EMPTY_ANSWER
-from cascade_router.telemetry import RequestSpan, RungSpan, Telemetry
 from cascade_router.timeouts import call_with_timeout
 
 if TYPE_CHECKING:
-    from cascade_router.decision_log import DecisionLog
     from cascade_router.ladder import RungRuntime
+    from cascade_router.observability.decision_log import DecisionLog
 
 T = TypeVar("T")
 

@@ -20,12 +20,12 @@ from pydantic import ValidationError
 
 from cascade_router import policy
 from cascade_router.config import LadderSettings, Rung, as_rungs, check_ladder, validation_problem
-from cascade_router.decision_log import DecisionLog, shared_log
 from cascade_router.engine import Engine
 from cascade_router.errors import ConfigError
+from cascade_router.observability.decision_log import DecisionLog, shared_log
+from cascade_router.observability.telemetry import Telemetry
 from cascade_router.pricing import Price
 from cascade_router.scorers import Scorer
-from cascade_router.telemetry import Telemetry
 
 M = TypeVar("M")
 """The framework's model type: a core ``Backend``, a LangChain chat model, a LlamaIndex LLM."""

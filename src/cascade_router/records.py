@@ -16,7 +16,7 @@ from cascade_router._version import __version__
 from cascade_router.attempts import Attempt, Result
 from cascade_router.errors import CascadeExhaustedError, CascadeStreamError, RejectedAnswer
 from cascade_router.model_io import Request, Usage
-from cascade_router.redaction import redact
+from cascade_router.observability.redaction import redact
 from cascade_router.scorers import Scorer
 
 if TYPE_CHECKING:

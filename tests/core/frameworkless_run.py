@@ -26,7 +26,7 @@ sys.meta_path.insert(0, _Block())
 
 from cascade_router import Cascade, Finished, LiveChunk, LogprobScorer, WholeAnswer  # noqa: E402
 from cascade_router.backends.openai import OpenAIBackend  # noqa: E402
-from cascade_router.otel import configure_tracing  # noqa: E402
+from cascade_router.observability.otel import configure_tracing  # noqa: E402
 
 QUESTION = "What is the capital of France?"
 

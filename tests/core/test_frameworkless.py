@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, select
 
-from cascade_router.decision_log import requests_table
+from cascade_router.observability.decision_log import requests_table
 from tests.otlp_receiver import http_receiver
 
 SCRIPT = Path(__file__).with_name("frameworkless_run.py")

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from cascade_router import Cascade, JudgeScorer, LogprobScorer, Rung
 from cascade_router.backends.openai import OpenAIBackend
-from cascade_router.decision_log import DecisionLog
+from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.testing import Reply, ScriptedBackend
 from langchain_cascade_router import CascadeChatModel, CascadeMiddleware
 from langchain_cascade_router.testing import ScriptedChatModel

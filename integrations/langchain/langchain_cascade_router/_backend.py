@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from cascade_router.backend import BackendBase
 from cascade_router.ladder import Binding
 from cascade_router.model_io import ModelOutput, Request
-from cascade_router.redaction import register_object_secrets
+from cascade_router.observability.redaction import register_object_secrets
 from langchain_cascade_router._convert import chunk_to_message, to_lc_messages, to_output
 from langchain_cascade_router._resolve import resolve_chat_model
 

@@ -15,10 +15,10 @@ from langgraph.errors import GraphBubbleUp
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend, BackendBase
 from cascade_router.config import Rung
-from cascade_router.decision_log import DecisionLog
 from cascade_router.engine import Call, Engine
 from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import ModelOutput, Request
+from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.policy import OnExhausted
 from langchain_cascade_router._backend import LANGCHAIN_BINDING, LangChainBackend
 from langchain_cascade_router._convert import to_core_messages, to_output, tool_names, usage_metadata

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from cascade_router.backend import BackendBase
 from cascade_router.model_io import ModelOutput, Request, Usage
-from cascade_router.redaction import register_secret, register_url_secrets, safe_url
+from cascade_router.observability.redaction import register_secret, register_url_secrets, safe_url
 
 
 class SDKStream:

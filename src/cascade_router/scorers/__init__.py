@@ -27,7 +27,7 @@ SCORER_KINDS: dict[str, type[Scorer]] = {
 
 def _learned() -> type[Scorer]:
     # Imported on use: the learned scorer's module is larger than the rest and rarely needed.
-    from cascade_router.learned import LearnedScorer
+    from cascade_router.scorers.learned import LearnedScorer
 
     return LearnedScorer
 

@@ -42,7 +42,7 @@ from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent
 from cascade_router.errors import ConfigError
 from cascade_router.ladder import Binding, Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request
-from cascade_router.redaction import register_object_secrets
+from cascade_router.observability.redaction import register_object_secrets
 
 Model = TypeVar("Model", bound=BaseModel)
 

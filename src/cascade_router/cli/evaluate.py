@@ -13,10 +13,10 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cascade_router import calibration
-from cascade_router import evaluation as ev
 from cascade_router.config import LadderConfig, load_config, read_config_file
-from cascade_router.datasets import Dataset
+from cascade_router.evaluation import calibration
+from cascade_router.evaluation import metrics as ev
+from cascade_router.evaluation.datasets import Dataset
 
 ConfigPath = Annotated[
     Path, typer.Option("--config", help="The ladder (YAML, TOML or JSON); models name the dataset's.")
@@ -39,8 +39,8 @@ def _data(dataset: str | None, log: str | None) -> Dataset:
         raise typer.BadParameter("give exactly one of --dataset and --log")
     if dataset is not None:
         return Dataset.load(dataset)
-    from cascade_router.datasets import dataset_from_log
-    from cascade_router.decision_log import DecisionLog
+    from cascade_router.evaluation.datasets import dataset_from_log
+    from cascade_router.observability.decision_log import DecisionLog
 
     assert log is not None
     return dataset_from_log(DecisionLog(log).iter_records(), name="decision log")
@@ -120,7 +120,7 @@ def eval_command(
     (out / "eval.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     plotted = ""
     try:
-        from cascade_router.plots import plot_report
+        from cascade_router.evaluation.plots import plot_report
 
         plotted = f", {plot_report(report, out / 'eval.png')}"
     except ImportError as exc:
@@ -249,7 +249,7 @@ def learn_command(
     seed: Seed = 0,
 ) -> None:
     """Fit a learned scorer on a model's recorded answers; report its cross-fitted AUROC."""
-    from cascade_router.learned import Example, cross_fit, fit
+    from cascade_router.scorers.learned import Example, cross_fit, fit
 
     data = _data(dataset, log)
     labelled = [item for item in data if model in item.answers]

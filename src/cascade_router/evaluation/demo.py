@@ -15,15 +15,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cascade_router import calibration
-from cascade_router import evaluation as ev
 from cascade_router.attempts import Result
 from cascade_router.cascade import Cascade
 from cascade_router.config import LadderConfig
-from cascade_router.datasets import Dataset, DatasetItem
-from cascade_router.learned import Example, LearnedModel, LearnedScorer, cross_fit, fit
+from cascade_router.evaluation import calibration
+from cascade_router.evaluation import metrics as ev
+from cascade_router.evaluation.datasets import Dataset, DatasetItem
 from cascade_router.model_io import Request, Usage
 from cascade_router.pricing import Price, cost_usd
+from cascade_router.scorers.learned import Example, LearnedModel, LearnedScorer, cross_fit, fit
 
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG = "gpt-4-1106-preview"

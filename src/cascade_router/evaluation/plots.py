@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cascade_router.evaluation import Point, Report
+from cascade_router.evaluation.metrics import Point, Report
 
 
 def plot_report(report: Report, path: str | Path, *, title: str | None = None) -> Path:

@@ -1,6 +1,8 @@
-"""Entry point of the ``cascade-router`` command; the commands live in ``_cli``.
+"""The ``cascade-router`` command line: ``app`` (the ``log`` commands), ``evaluate`` (eval,
+calibrate, compare, learn) and ``demo``.
 
-Kept apart so that a missing ``cli`` extra gives one clear line instead of a traceback.
+``main`` is kept here, apart from the commands, so that a missing ``cli`` extra gives one clear
+line instead of a traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import sys
 
 def main() -> None:
     try:
-        from cascade_router._cli import app
+        from cascade_router.cli.app import app
     except ImportError as exc:
         sys.exit(f"the cascade-router command needs the cli extra: pip install 'cascade-router[cli]' ({exc})")
     from cascade_router.errors import ConfigError

@@ -53,7 +53,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from cascade_router.errors import ConfigError
-from cascade_router.redaction import redact, register_url_secrets, safe_url
+from cascade_router.observability.redaction import redact, register_url_secrets, safe_url
 
 SCHEMA_VERSION = 2
 """Bumped on every change of the tables below; ``ensure_schema`` migrates older logs.
@@ -178,17 +178,67 @@ def _lost_counter() -> Any:
         return None
 
 
+class _ForkGuard:
+    """Keeps fork() from landing while a writer thread of ours is inside the database driver.
+
+    SQLite (and libpq) hold process-wide mutexes during a call; a child forked while another
+    thread held one deadlocks on its first connection. Database calls run inside ``db_call``;
+    before a fork, new calls wait and running ones are given up to ``wait`` seconds to end.
+    """
+
+    wait = 10.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._forking = False
+
+    @contextlib.contextmanager
+    def db_call(self) -> Iterator[None]:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()  # held across the fork, released in the parent right after
+        self._forking = True
+        deadline = time.monotonic() + self.wait
+        while self._active and (remaining := deadline - time.monotonic()) > 0:
+            self._cond.wait(remaining)
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the parent's threads do not exist here
+
+
+_guard = _ForkGuard()
 _live_logs: weakref.WeakSet[DecisionLog] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    _guard.after_fork_in_child()
     _registry.lock = threading.Lock()  # may have been held by another thread at the fork
     for log in list(_live_logs):
         log._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_guard.before_fork,
+        after_in_parent=_guard.after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +420,7 @@ class DecisionLog:
 
     def _insert(self, batch: list[dict[str, Any]]) -> None:
         try:
-            with self.engine().begin() as conn:
+            with _guard.db_call(), self.engine().begin() as conn:
                 conn.execute(requests_table.insert(), batch)
         except SQLAlchemyError:
             # Connections broken by a server restart are not reused on the next try.
@@ -464,7 +514,7 @@ class DecisionLog:
             raise ConfigError("rung", f"expected a rung index (0, 1, ...), got {rung!r}")
         if require_known and not self._knows(request_id):
             raise ConfigError("request_id", f"no request {request_id!r} in {self!r}")
-        with self.engine().begin() as conn:
+        with _guard.db_call(), self.engine().begin() as conn:
             conn.execute(
                 feedback_table.insert(),
                 {
@@ -482,7 +532,7 @@ class DecisionLog:
                 return True
         # A batch may be on its way to the database right now: wait for it before looking.
         self.flush(timeout=5.0)
-        with self.engine().connect() as conn:
+        with _guard.db_call(), self.engine().connect() as conn:
             found = conn.execute(
                 select(requests_table.c.request_id).where(requests_table.c.request_id == request_id)
             ).first()
@@ -492,7 +542,7 @@ class DecisionLog:
         out: dict[str, list[dict[str, Any]]] = {}
         if not request_ids:
             return out
-        with self.engine().connect() as conn:
+        with _guard.db_call(), self.engine().connect() as conn:
             rows = conn.execute(
                 select(feedback_table)
                 .where(feedback_table.c.request_id.in_(request_ids))
@@ -517,14 +567,14 @@ class DecisionLog:
         return out
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self.engine().connect() as conn:
+        with _guard.db_call(), self.engine().connect() as conn:
             rows = conn.execute(
                 select(requests_table).order_by(requests_table.c.created_at.desc()).limit(limit)
             ).mappings()
             return [self._row(r) for r in rows]
 
     def get(self, request_id: str) -> dict[str, Any] | None:
-        with self.engine().connect() as conn:
+        with _guard.db_call(), self.engine().connect() as conn:
             row = (
                 conn.execute(select(requests_table).where(requests_table.c.request_id == request_id))
                 .mappings()
@@ -540,7 +590,7 @@ class DecisionLog:
         """Every record, oldest first, each with its feedback."""
         offset = 0
         while True:
-            with self.engine().connect() as conn:
+            with _guard.db_call(), self.engine().connect() as conn:
                 rows = [
                     self._row(r)
                     for r in conn.execute(

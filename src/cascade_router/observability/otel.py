@@ -1,7 +1,7 @@
 """``configure_tracing``: OTLP export in one call, for applications with no tracer provider yet.
 
 ```python
-from cascade_router.otel import configure_tracing
+from cascade_router.observability.otel import configure_tracing
 
 configure_tracing("support-bot")  # OTLP/HTTP to the OTEL_EXPORTER_OTLP_* endpoint (default localhost:4318)
 ```

@@ -23,10 +23,10 @@ from cascade_router import policy
 from cascade_router.attempts import Attempt
 from cascade_router.cascade import Cascade
 from cascade_router.config import LadderConfig
-from cascade_router.datasets import Dataset, DatasetItem
 from cascade_router.engine import Call, Engine
 from cascade_router.errors import ConfigError
-from cascade_router.replay import ReplayBackend
+from cascade_router.evaluation.datasets import Dataset, DatasetItem
+from cascade_router.evaluation.replay import ReplayBackend
 
 
 @dataclass

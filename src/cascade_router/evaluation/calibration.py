@@ -27,7 +27,7 @@ from typing import Literal
 
 from cascade_router.engine import Engine
 from cascade_router.errors import ConfigError
-from cascade_router.evaluation import ItemProbe, Outcome, Point, simulate, summarize
+from cascade_router.evaluation.metrics import ItemProbe, Outcome, Point, simulate, summarize
 
 TargetKind = Literal["quality", "escalation", "cost", "loss"]
 

@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from cascade_router import _cli_demo, _cli_eval
-from cascade_router.decision_log import DecisionLog, SchemaError, database_url
+from cascade_router.cli import demo as _cli_demo
+from cascade_router.cli import evaluate as _cli_eval
 from cascade_router.errors import ConfigError
-from cascade_router.log_stats import summarize
-from cascade_router.redaction import redact, safe_url
+from cascade_router.observability.decision_log import DecisionLog, SchemaError, database_url
+from cascade_router.observability.log_stats import summarize
+from cascade_router.observability.redaction import redact, safe_url
 
 app = typer.Typer(
     help="cascade-router: cheap-first model cascades.", no_args_is_help=True, pretty_exceptions_enable=False

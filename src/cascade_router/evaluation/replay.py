@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 from cascade_router.backend import BackendBase
-from cascade_router.datasets import Dataset
+from cascade_router.evaluation.datasets import Dataset
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.openai_format import parse_logprobs
 

@@ -1,4 +1,4 @@
-"""``cascade-router demo``: a cascade at work, offline by default (see ``cascade_router.demo``)."""
+"""``cascade-router demo``: a cascade at work, offline by default (see ``cascade_router.evaluation.demo``)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cascade_router import demo
 from cascade_router.cascade import Cascade
 from cascade_router.config import load_config
-from cascade_router.datasets import Dataset, DatasetItem
 from cascade_router.errors import ConfigError
+from cascade_router.evaluation import demo
+from cascade_router.evaluation.datasets import Dataset, DatasetItem
 
 LOCAL_URL = "http://127.0.0.1:8177/v1"
 KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}

@@ -28,9 +28,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from cascade_router import semconv as sc
 from cascade_router._version import __version__
 from cascade_router.model_io import ModelOutput, Request
+from cascade_router.observability import semconv as sc
 
 if TYPE_CHECKING:
     from cascade_router.attempts import Attempt, Result
