@@ -23,6 +23,7 @@ from cascade_router.config import LadderSettings, Rung, as_rungs, check_ladder, 
 from cascade_router.engine import Engine
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog, shared_log
+from cascade_router.observability.redaction import register_object_secrets
 from cascade_router.observability.telemetry import Telemetry
 from cascade_router.pricing import Price
 from cascade_router.scorers import Scorer
@@ -144,13 +145,21 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+def _resolve(bind: Binding[M], ref: Any, field: str) -> M:
+    model = bind.resolve(ref, field)
+    # Whatever the framework, the keys and passwords a model holds are redacted by value from
+    # then on: a provider echoing its key back in an error must not get it into a span or log.
+    register_object_secrets(model)
+    return model
+
+
 def resolve_judges(rungs: Sequence[Rung], bind: Binding[M]) -> Judges[M]:
     entries: list[tuple[Any, M, str | None, str | None]] = []
     for i, rung in enumerate(rungs):
         for ref in rung.scorer.models() if rung.scorer is not None else []:
             if any(known is ref for known, *_ in entries):
                 continue
-            judge = bind.resolve(ref, f"rungs[{i}].scorer.judge")
+            judge = _resolve(bind, ref, f"rungs[{i}].scorer.judge")
             entries.append((ref, judge, *bind.identity(judge)))
     return Judges(tuple(entries))
 
@@ -227,7 +236,7 @@ def build_ladder(
         raise ConfigError(*validation_problem(exc)) from None
     parsed = as_rungs(list(rungs) if isinstance(rungs, list | tuple) else rungs)
     check_ladder(parsed, accept_last=accept_last)
-    models = [bind.resolve(r.model, f"rungs[{i}].model") for i, r in enumerate(parsed)]
+    models = [_resolve(bind, r.model, f"rungs[{i}].model") for i, r in enumerate(parsed)]
     for i, (rung, model) in enumerate(zip(parsed, models, strict=True)):
         _check_signals(rung, model, bind, f"rungs[{i}].scorer")
     identities = [bind.identity(m) for m in models]

@@ -438,3 +438,11 @@ def test_the_judge_sees_a_bounded_conversation() -> None:
     assert len(prompt) < 1500
     assert "What is 2+2?" in prompt
     assert "earlier characters left out" in prompt
+
+
+def test_settings_named_like_secrets_are_not_masked() -> None:
+    from cascade_router import Rung
+
+    shown = repr(Rung(model={"provider": "openai", "model": "x", "max_tokens": 64, "api_key": "k" * 20}))
+    assert "'max_tokens': 64" in shown
+    assert "k" * 20 not in shown

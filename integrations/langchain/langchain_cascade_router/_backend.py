@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from cascade_router.backend import BackendBase
 from cascade_router.ladder import Binding
 from cascade_router.model_io import ModelOutput, Request
-from cascade_router.observability.redaction import register_object_secrets
 from langchain_cascade_router._convert import chunk_to_message, to_lc_messages, to_output
 from langchain_cascade_router._resolve import resolve_chat_model
 
@@ -186,14 +185,8 @@ class LangChainBackend(BackendBase):
         return _Stream(self, request)
 
 
-def _resolve(value: Any, field: str) -> BaseChatModel:
-    model = resolve_chat_model(value, field)
-    register_object_secrets(model)
-    return model
-
-
 LANGCHAIN_BINDING: Binding[BaseChatModel] = Binding(
-    resolve=_resolve,
+    resolve=resolve_chat_model,
     identity=model_identity,
     fallback_name=lambda model, index: type(model).__name__,
     # LangGraph's interrupts (human-in-the-loop) are control flow: they pass through the ladder.

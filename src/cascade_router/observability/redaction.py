@@ -20,7 +20,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    # "TOKEN" but not "max_tokens", "token_count" or "tokenizer": those are settings, not secrets.
+    r"(API[_-]?KEY|ACCESS[_-]?KEY|TOKEN(?!S|_?COUNT|IZER)|SECRET|PASSW(OR)?D|CREDENTIAL|AUTHORIZATION)",
+    re.IGNORECASE,
+)
 _PATTERNS = (
     re.compile(r"\bsk-[A-Za-z0-9_\-]{12,}"),  # OpenAI / Anthropic style keys
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-]{12,}"),

@@ -42,7 +42,6 @@ from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent
 from cascade_router.errors import ConfigError
 from cascade_router.ladder import Binding, Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request
-from cascade_router.observability.redaction import register_object_secrets
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -82,14 +81,8 @@ def resolve_llm(value: Any, field: str) -> LLM:
     )
 
 
-def _resolve(value: Any, field: str) -> LLM:
-    llm = resolve_llm(value, field)
-    register_object_secrets(llm)
-    return llm
-
-
 LLAMA_INDEX_BINDING: Binding[LLM] = Binding(
-    resolve=_resolve,
+    resolve=resolve_llm,
     identity=identity,
     fallback_name=lambda llm, index: type(llm).__name__,
 )
