@@ -10,6 +10,9 @@ production. The protocol, for noisy shared machines:
 - **drained between batches**: the decision log's writer is flushed and the span processor
   forced to export before the next batch is timed, so one variant's leftovers are not paid by the
   next;
+- **two paths**: with no callback handler attached the cascade runs its rungs without LangChain
+  runs around them (its fast path); ``*_with_a_handler`` attach a no-op handler, which makes the
+  cascade keep its own run and its rungs' child runs, as LangSmith or a usage callback would;
 - **floors**: two wrappers that do the least a wrapper chat model can do. One calls its inner
   model's ``generate()`` under a child callback manager (two LangChain runs, as the cascade keeps
   them); the other calls the inner ``_generate`` directly (one run). The cascade's ratio is worth
@@ -34,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import CallbackManager, CallbackManagerForLLMRun
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManager, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -128,6 +131,14 @@ class DirectFloor(BaseChatModel):
         return self.inner._generate(messages, stop=stop, **kwargs)
 
 
+class NoOpHandler(BaseCallbackHandler):
+    """A callback handler that does nothing: attaching one makes every run real (as LangSmith or
+    a usage callback would), so the cascade keeps its own run and its rungs' child runs."""
+
+
+HANDLED: Any = {"callbacks": [NoOpHandler()]}
+
+
 def traced(llm: CascadeChatModel) -> CascadeChatModel:
     """Spans to an in-memory exporter: the cheapest real SDK pipeline."""
     llm.engine.telemetry = Telemetry(llm.engine.name, ["only"], tracer_provider=PROVIDER)
@@ -187,6 +198,8 @@ def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
         "floor_child_run": lambda: child_floor.invoke("hi"),
         "floor_direct": lambda: direct_floor.invoke("hi"),
         "cascade_1_rung": lambda: one.invoke("hi"),
+        "bare_with_a_handler": lambda: bare.invoke("hi", HANDLED),
+        "cascade_1_rung_with_a_handler": lambda: one.invoke("hi", HANDLED),
         "cascade_2_rungs_accept_first": lambda: two_accept.invoke("hi"),
         "cascade_2_rungs_escalate_once": lambda: two_escalate.invoke("hi"),
         "cascade_1_rung_traced": lambda: with_trace.invoke("hi"),

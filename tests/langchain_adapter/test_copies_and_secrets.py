@@ -230,3 +230,76 @@ async def test_retries_mean_the_same_on_every_entry_point_and_mode(kind: str, mo
         )
     assert await _answer(entry, mode) == "Paris"
     assert model.calls == 2
+
+
+def _ladder_for_paths() -> CascadeChatModel:
+    return CascadeChatModel(
+        rungs=[
+            {
+                "model": ScriptedChatModel(
+                    model_name="cheap", replies=[Reply("Lyon", confidence=0.2, usage=(10, 5))]
+                ),
+                "scorer": LogprobScorer(),
+                "threshold": 0.8,
+            },
+            {"model": ScriptedChatModel(model_name="strong", replies=[Reply("Paris", usage=(12, 7))])},
+        ]
+    )
+
+
+def _shape(message: Any) -> tuple[Any, ...]:
+    meta = dict(message.response_metadata)
+    cascade = meta.pop("cascade")
+    return (
+        message.content,
+        sorted(meta),
+        meta["model_name"],
+        message.usage_metadata,
+        [(a["name"], a["decision"]) for a in cascade["attempts"]],
+        message.id.startswith("lc_run--"),
+    )
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_the_unobserved_fast_path_returns_what_the_full_path_does(
+    use_async: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_core.callbacks import get_usage_metadata_callback
+    from langchain_core.language_models import BaseChatModel
+
+    runs: list[str] = []
+    for name in ("generate", "agenerate"):
+        real = getattr(BaseChatModel, name)
+
+        def spy(self: Any, *args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            runs.append(type(self).__name__)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(BaseChatModel, name, spy)
+
+    async def ask(llm: CascadeChatModel) -> Any:
+        return await llm.ainvoke("q") if use_async else llm.invoke("q")
+
+    fast = await ask(_ladder_for_paths())
+    assert runs == []  # no LangChain run at all: nothing was observing
+    with get_usage_metadata_callback() as usage:
+        full = await ask(_ladder_for_paths())
+    assert runs  # a handler was attached: the cascade's run and its rungs' child runs
+    assert usage.usage_metadata["cheap"]["input_tokens"] == 10  # the handler saw each rung once
+    assert _shape(fast) == _shape(full)
+    assert fast.usage_metadata == {"input_tokens": 22, "output_tokens": 12, "total_tokens": 34}
+
+
+def test_a_global_llm_cache_takes_the_full_path() -> None:
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    llm = _ladder_for_paths()
+    set_llm_cache(InMemoryCache())
+    try:
+        assert not llm._unobserved(None)
+        first = llm.invoke("q")
+        assert llm.invoke("q").content == first.content == "Paris"
+    finally:
+        set_llm_cache(None)
+    assert llm._unobserved(None)

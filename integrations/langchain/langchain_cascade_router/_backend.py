@@ -8,7 +8,7 @@ from typing import Any
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from pydantic import ValidationError
 
@@ -36,8 +36,9 @@ def model_identity(model: BaseChatModel) -> tuple[str | None, str | None]:
     return params.get("ls_provider"), params.get("ls_model_name")
 
 
-def _first_message(result: LLMResult) -> BaseMessage:
-    generation = result.generations[0][0]
+def _first_message(result: LLMResult | ChatResult) -> BaseMessage:
+    first = result.generations[0]
+    generation = first if isinstance(result, ChatResult) else first[0]  # type: ignore[index]
     if not isinstance(generation, ChatGeneration):
         raise TypeError(f"a rung returned {type(generation).__name__}, expected a ChatGeneration")
     return generation.message
@@ -73,7 +74,17 @@ class LangChainBackend(BackendBase):
     """Calls ``runnable`` (a chat model, possibly with tools or a schema bound) with this call's
     callbacks, stop sequences and keyword arguments."""
 
-    __slots__ = ("_model", "_provider", "config", "kwargs", "parser", "runnable", "stop", "takes_raw")
+    __slots__ = (
+        "_model",
+        "_provider",
+        "config",
+        "kwargs",
+        "parser",
+        "runnable",
+        "stop",
+        "takes_raw",
+        "unobserved",
+    )
 
     def __init__(
         self,
@@ -86,6 +97,7 @@ class LangChainBackend(BackendBase):
         kwargs: dict[str, Any] | None = None,
         parser: Runnable[Any, Any] | None = None,
         takes_raw: bool = False,
+        unobserved: bool = False,
     ) -> None:
         self.runnable = runnable
         self._provider = provider
@@ -97,6 +109,9 @@ class LangChainBackend(BackendBase):
         """Structured output: parses the answer; a failure makes the answer invalid."""
         self.takes_raw = takes_raw
         """The runnable returns ``{"raw": AIMessage, ...}`` (``with_structured_output(include_raw=True)``)."""
+        self.unobserved = unobserved
+        """No callback handler is attached to the call: a rung model with no handlers of its own
+        is called through its generation step, without a LangChain run around it."""
 
     @property
     def provider(self) -> str | None:
@@ -156,11 +171,19 @@ class LangChainBackend(BackendBase):
     def _callbacks(self) -> Any:
         return self.config.get("callbacks") if self.config else None
 
+    def _runless(self, model: BaseChatModel) -> bool:
+        return self.unobserved and model.callbacks is None and not model.verbose
+
     def invoke(self, request: Request) -> ModelOutput:
         messages = self.messages(request)
         direct = self._direct()
         if direct is not None:
             model, kwargs = direct
+            if self._runless(model):
+                result = model._generate_with_cache(
+                    list(messages), stop=self.stop, **_generation_kwargs(kwargs)
+                )
+                return self.read(_first_message(result))
             llm_result = model.generate(
                 [list(messages)], stop=self.stop, callbacks=self._callbacks(), **kwargs
             )
@@ -172,6 +195,11 @@ class LangChainBackend(BackendBase):
         direct = self._direct()
         if direct is not None:
             model, kwargs = direct
+            if self._runless(model):
+                result = await model._agenerate_with_cache(
+                    list(messages), stop=self.stop, **_generation_kwargs(kwargs)
+                )
+                return self.read(_first_message(result))
             llm_result = await model.agenerate(
                 [list(messages)], stop=self.stop, callbacks=self._callbacks(), **kwargs
             )
@@ -193,3 +221,15 @@ LANGCHAIN_BINDING: Binding[BaseChatModel] = Binding(
     propagate=_control_flow_errors(),
 )
 """Rungs and judges as LangChain chat models: objects or ``provider:model`` strings."""
+
+
+def _generation_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``generate()`` passes on to the generation step: it keeps the
+    structured-output format for its callbacks, so the provider never sees it."""
+    if "ls_structured_output_format" not in kwargs and "structured_output_format" not in kwargs:
+        return kwargs
+    return {
+        k: v
+        for k, v in kwargs.items()
+        if k not in ("ls_structured_output_format", "structured_output_format")
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from operator import itemgetter
@@ -10,10 +11,12 @@ from typing import Any, Literal, overload
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackManager,
     CallbackManager,
     CallbackManagerForLLMRun,
     Callbacks,
 )
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -25,6 +28,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, Runn
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
+from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import PrivateAttr, ValidationInfo, field_validator
 
 from cascade_router.attempts import Result
@@ -375,6 +379,8 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
         asynchronous: bool,
+        *,
+        unobserved: bool = False,
     ) -> Call:
         stop = stop if stop is not None else self.stop
         call_kwargs = self._call_kwargs(kwargs)
@@ -396,6 +402,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
                 kwargs=call_kwargs,
                 parser=parser,
                 takes_raw=takes_raw,
+                unobserved=unobserved,
             )
 
         def resolve(model: Any, rung: int) -> Backend:
@@ -460,6 +467,77 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             "model_names": [o["model_name"] for o in outputs],
             "cascade_token_usage": usage,
         }
+
+    # -- the fast path ------------------------------------------------------------------------
+    # With no callback handler to report to (no LangSmith, no get_usage_metadata_callback, no
+    # tracer handler), no cache and no rate limiter, the cascade's own LangChain run and its
+    # rungs' child runs would be bookkeeping nobody reads: invoke runs the engine directly and
+    # each rung through its model's own generation step (its cache, rate limiter and output
+    # version still apply). The answer is the same message the full path returns.
+
+    def _unobserved(self, config: RunnableConfig | None) -> bool:
+        if self.streaming or self.rate_limiter is not None or getattr(self, "output_version", None) == "v1":
+            return False
+        if self.cache is not False and (self.cache is not None or get_llm_cache() is not None):
+            return False
+        config = config or {}
+        callbacks = config.get("callbacks")
+        if self.callbacks or (
+            callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks
+        ):
+            return False  # handlers given: no need to ask LangChain which it would add
+        manager = CallbackManager.configure(
+            config.get("callbacks"),
+            self.callbacks,
+            self.verbose,
+            config.get("tags"),
+            self.tags,
+            config.get("metadata"),
+            self.metadata,
+        )
+        return not manager.handlers
+
+    def _fast_message(self, result: Result) -> AIMessage:
+        """What ``generate`` makes of the result (``response_metadata`` merged with the run's
+        ``llm_output``, an id, the request's total usage), without a LangChain run."""
+        chat = self._chat_result(result)
+        message = chat.generations[0].message
+        assert isinstance(message, AIMessage)
+        return message.model_copy(
+            update={
+                "response_metadata": {**(chat.llm_output or {}), **message.response_metadata},
+                "id": message.id or f"{LC_ID_PREFIX}-{uuid.uuid4()}-0",
+                "usage_metadata": _totals(message),
+            }
+        )
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        if not self._unobserved(config):
+            return super().invoke(input, config, stop=stop, **kwargs)
+        messages = self._convert_input(input).to_messages()
+        call = self._call(messages, stop, None, kwargs, False, unobserved=True)
+        return self._fast_message(self._ladder.engine.run(call))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        if not self._unobserved(config):
+            return await super().ainvoke(input, config, stop=stop, **kwargs)
+        messages = self._convert_input(input).to_messages()
+        call = self._call(messages, stop, None, kwargs, True, unobserved=True)
+        return self._fast_message(await self._ladder.engine.arun(call))
 
     def generate(
         self,

@@ -64,6 +64,12 @@ class ScriptedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "scripted-chat-model"
 
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        # Part of LangChain's cache key: two fakes standing for two models must not share
+        # cached answers.
+        return {"model_name": self.model_name, "provider": self.provider}
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return LangSmithParams(
             ls_provider=self.provider,
