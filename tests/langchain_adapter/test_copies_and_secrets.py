@@ -176,62 +176,6 @@ def test_secrets_appear_nowhere(tmp_path: Path, spans: Any, caplog: pytest.LogCa
     log.close()
 
 
-def _entry(kind: str, settings: dict[str, Any]) -> tuple[Any, Any]:
-    """A one-rung ladder whose model fails once, then answers, on the given entry point."""
-    if kind == "langchain":
-        model = ScriptedChatModel(model_name="m", replies=[ConnectionError("HTTP 503"), "Paris"], cycle=False)
-        return CascadeChatModel(rungs=[{"model": model, **settings}]), model
-    if kind == "llamaindex":
-        llm = ScriptedLLM(model_name="m", replies=[ConnectionError("HTTP 503"), "Paris"], cycle=False)
-        return CascadeLLM(rungs=[{"model": llm, **settings}]), llm
-    backend = ScriptedBackend("m", [ConnectionError("HTTP 503"), "Paris"], cycle=False)
-    return Cascade([{"model": backend, **settings}]), backend
-
-
-async def _answer(entry: Any, mode: str) -> str:
-    if isinstance(entry, CascadeChatModel):
-        if mode == "invoke":
-            return str(entry.invoke("q").content)
-        if mode == "ainvoke":
-            return str((await entry.ainvoke("q")).content)
-        if mode == "stream":
-            return "".join(str(c.content) for c in entry.stream("q"))
-        return "".join([str(c.content) async for c in entry.astream("q")])
-    if isinstance(entry, CascadeLLM):
-        if mode == "invoke":
-            return entry.complete("q").text
-        if mode == "ainvoke":
-            return (await entry.acomplete("q")).text
-        if mode == "stream":
-            return list(entry.stream_complete("q"))[-1].text
-        return [r async for r in await entry.astream_complete("q")][-1].text
-    from cascade_router.engine import Finished
-
-    if mode == "invoke":
-        return entry.invoke("q").output.text  # type: ignore[no-any-return]
-    if mode == "ainvoke":
-        return (await entry.ainvoke("q")).output.text  # type: ignore[no-any-return]
-    if mode == "stream":
-        return "".join(e.native for e in entry.stream("q") if not isinstance(e, Finished))
-    return "".join([e.native async for e in entry.astream("q") if not isinstance(e, Finished)])
-
-
-@pytest.mark.parametrize("kind", ["core", "langchain", "llamaindex"])
-@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])
-@pytest.mark.parametrize("where", ["rung", "ladder"])
-async def test_retries_mean_the_same_on_every_entry_point_and_mode(kind: str, mode: str, where: str) -> None:
-    # The rung's own max_retries, or the ladder's default through the one assembly.
-    entry, model = _entry(kind, {"max_retries": 1} if where == "rung" else {})
-    if where == "ladder":
-        entry = (
-            entry.model_copy(update={"max_retries": 1})
-            if kind != "core"
-            else Cascade(entry.rungs, max_retries=1)
-        )
-    assert await _answer(entry, mode) == "Paris"
-    assert model.calls == 2
-
-
 def _ladder_for_paths() -> CascadeChatModel:
     return CascadeChatModel(
         rungs=[
