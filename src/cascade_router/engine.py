@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +23,7 @@ from cascade_router.attempts import Attempt, Result
 from cascade_router.backend import Backend
 from cascade_router.errors import RungTimeoutError, ScorerError
 from cascade_router.model_io import ModelOutput, Request, Usage
+from cascade_router.observability.decision_log import DecisionLog, Deferred
 from cascade_router.observability.telemetry import RequestSpan, RungSpan, Telemetry
 from cascade_router.policy import Evidence
 from cascade_router.pricing import Price, cost_usd
@@ -40,7 +42,6 @@ from cascade_router.timeouts import call_with_timeout
 
 if TYPE_CHECKING:
     from cascade_router.ladder import RungRuntime
-    from cascade_router.observability.decision_log import DecisionLog
 
 T = TypeVar("T")
 
@@ -213,24 +214,27 @@ class Engine:
         log = self.decision_log
         if log is None:
             return
-        try:
-            record = request_record(
-                request_id=state.request_id,
-                trace_id=state.span.trace_id,
-                cascade=self.name,
-                config_hash=self.config_hash,
-                ladder=self.ladder,
-                started=state.t0,
-                attempts=state.attempts,
-                result=result,
-                error=error,
-                request=state.request,
-                store_content=log.store_content,
+        # Only the times are taken here; the row is built on the writer thread.
+        log.record(
+            Deferred(
+                state.request_id,
+                partial(
+                    request_record,
+                    request_id=state.request_id,
+                    trace_id=state.span.trace_id,
+                    cascade=self.name,
+                    config_hash=self.config_hash,
+                    ladder=self.ladder,
+                    created_at=datetime.now(UTC),
+                    latency_s=time.perf_counter() - state.t0,
+                    attempts=state.attempts,
+                    result=result,
+                    error=error,
+                    request=state.request,
+                    store_content=log.store_content,
+                ),
             )
-        except Exception as exc:  # a record that cannot even be built is counted as lost
-            log.count_lost(exc)
-            return
-        log.record(record)
+        )
 
     # -- pieces shared by every driver -------------------------------------------------------
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cascade_router._version import __version__
@@ -87,14 +86,16 @@ def request_record(
     cascade: str,
     config_hash: str,
     ladder: list[dict[str, Any]],
-    started: float,
+    created_at: datetime,
+    latency_s: float,
     attempts: Sequence[Attempt],
     result: Result | None,
     error: BaseException | None,
     request: Request | None,
     store_content: bool,
 ) -> dict[str, Any]:
-    """One decision-log row."""
+    """One decision-log row. Built on the log's writer thread, off the request path: the times
+    are taken when the request ends and passed in."""
     usage = Usage()
     cost: float | None = 0.0
     for a in attempts:
@@ -113,7 +114,7 @@ def request_record(
     return {
         "request_id": request_id,
         "trace_id": trace_id,
-        "created_at": datetime.now(UTC),
+        "created_at": created_at,
         "cascade": cascade,
         "config_hash": config_hash,
         "package_version": __version__,
@@ -124,7 +125,7 @@ def request_record(
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cost_usd": cost,
-        "latency_s": time.perf_counter() - started,
+        "latency_s": latency_s,
         "error": error_text(error) if error is not None and result is None else None,
         "ladder": ladder,
         "attempts": [a.to_dict() for a in attempts],

@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -242,6 +242,14 @@ if hasattr(os, "register_at_fork"):
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """A record built on the writer thread, off the request path: ``build()`` makes the row."""
+
+    request_id: str
+    build: Callable[[], Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class LogStats:
     written: int
     """Records written to the database."""
@@ -298,7 +306,7 @@ class DecisionLog:
         self.store_content = store_content
         self.retry_for = retry_for
         self.report_interval = report_interval
-        self._buffer: deque[dict[str, Any]] = deque()
+        self._buffer: deque[dict[str, Any] | Deferred] = deque()
         self._closed = False
         self._reset_process_state()
         _live_logs.add(self)
@@ -339,8 +347,9 @@ class DecisionLog:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def record(self, record: Mapping[str, Any]) -> None:
-        """Queue one request record. Never blocks, never raises."""
+    def record(self, record: Mapping[str, Any] | Deferred) -> None:
+        """Queue one request record (a row, or a ``Deferred`` that builds it on the writer
+        thread). Never blocks, never raises."""
         if self._pid != os.getpid():  # forked without the at-fork hook (e.g. os.fork from C)
             self._after_fork()
         with self._cond:
@@ -348,7 +357,7 @@ class DecisionLog:
                 self._dropped += 1
                 lost_now = True
             else:
-                self._buffer.append(dict(record))
+                self._buffer.append(record if isinstance(record, Deferred) else dict(record))
                 lost_now = False
                 if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(
@@ -427,7 +436,22 @@ class DecisionLog:
             self._engine.dispose()
             raise
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _rows(self, batch: list[dict[str, Any] | Deferred]) -> list[dict[str, Any]]:
+        rows = []
+        for item in batch:
+            if not isinstance(item, Deferred):
+                rows.append(item)
+                continue
+            try:
+                rows.append(dict(item.build()))
+            except Exception as exc:  # a record that cannot even be built is counted as lost
+                self.count_lost(exc)
+        return rows
+
+    def _write(self, batch: list[dict[str, Any] | Deferred]) -> None:
+        rows = self._rows(batch)
+        if not rows:
+            return
         retrying = Retrying(
             stop=stop_after_delay(self.retry_for),
             wait=wait_exponential(multiplier=0.1, max=5),
@@ -435,14 +459,14 @@ class DecisionLog:
             reraise=True,
         )
         try:
-            retrying(self._insert, batch)
+            retrying(self._insert, rows)
         except Exception as exc:
             with self._cond:
-                self._failed += len(batch)
-            self._lost(len(batch), "the database cannot be written", exc)
+                self._failed += len(rows)
+            self._lost(len(rows), "the database cannot be written", exc)
         else:
             with self._cond:
-                self._written += len(batch)
+                self._written += len(rows)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until every queued record has been written (or lost). True when done in time."""
@@ -528,7 +552,10 @@ class DecisionLog:
 
     def _knows(self, request_id: str) -> bool:
         with self._cond:
-            if any(r.get("request_id") == request_id for r in self._buffer):
+            if any(
+                (r.request_id if isinstance(r, Deferred) else r.get("request_id")) == request_id
+                for r in self._buffer
+            ):
                 return True
         # A batch may be on its way to the database right now: wait for it before looking.
         self.flush(timeout=5.0)
