@@ -42,7 +42,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -56,10 +56,21 @@ PROVIDER = TracerProvider()
 PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
 
 
+LOGPROB_TOKENS = 500
+LOGPROBS = {
+    "content": [
+        {"token": f" t{i}", "logprob": -0.05, "top_logprobs": [{"token": f" t{i}", "logprob": -0.05}]}
+        for i in range(LOGPROB_TOKENS)
+    ]
+}
+
+
 class Fake(BaseChatModel):
-    """A zero-latency model that answers like a provider: a model name and token usage."""
+    """A zero-latency model that answers like a provider: a model name and token usage, and
+    OpenAI-format token logprobs when given (as ``ChatOpenAI(logprobs=True)`` returns)."""
 
     model_name: str = "gpt-4o-mini"
+    logprobs: dict[str, Any] | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -72,10 +83,19 @@ class Fake(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        metadata: dict[str, Any] = {"model_name": self.model_name, "finish_reason": "stop"}
+        output_tokens = 3
+        if self.logprobs is not None:
+            metadata["logprobs"] = self.logprobs
+            output_tokens = len(self.logprobs["content"])
         message = AIMessage(
             "ok",
-            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
-            usage_metadata={"input_tokens": 12, "output_tokens": 3, "total_tokens": 15},
+            response_metadata=metadata,
+            usage_metadata={
+                "input_tokens": 12,
+                "output_tokens": output_tokens,
+                "total_tokens": 12 + output_tokens,
+            },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -145,30 +165,42 @@ def traced(llm: CascadeChatModel) -> CascadeChatModel:
     return llm
 
 
+def recorded_spans() -> list[ReadableSpan]:
+    """The spans of one traced 1-rung cascade call, outermost first."""
+    llm = traced(CascadeChatModel(rungs=[{"model": Fake()}]))
+    llm.invoke("hi")
+    PROVIDER.force_flush()
+    spans = sorted(EXPORTER.get_finished_spans(), key=lambda s: s.start_time or 0)
+    EXPORTER.clear()
+    if len(spans) != 3:
+        raise RuntimeError(f"expected the three-span tree, got {[s.name for s in spans]}")
+    return spans
+
+
 def sdk_replica() -> Callable[[], Any]:
-    """The cascade's three spans (workflow, rung, inference) made with the OTel SDK alone, with
-    attributes like ours, around a bare model call: what tracing costs at the least."""
+    """The cascade's three spans (workflow, rung, inference), nested as ours are, with the same
+    names, kinds, attributes and events, made with the OTel SDK alone around a bare model call:
+    what these spans cost at the least. Replayed from a recorded trace, so it stays the same
+    tree as ours when our attributes change."""
     tracer = PROVIDER.get_tracer("replica")
     bare = Fake()
+    workflow, rung, chat = (
+        (s.name, s.kind, dict(s.attributes or {}), [(e.name, dict(e.attributes or {})) for e in s.events])
+        for s in recorded_spans()
+    )
+
+    def span(recorded: tuple[str, trace.SpanKind, dict[str, Any], list[tuple[str, dict[str, Any]]]]) -> Any:
+        name, kind, attributes, events = recorded
+        current = tracer.start_as_current_span(name, kind=kind, attributes=attributes)
+        return current, events
 
     def call() -> Any:
-        with tracer.start_as_current_span(
-            "invoke_workflow bench",
-            attributes={"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "bench"},
-        ) as workflow:
-            with tracer.start_as_current_span(
-                "cascade.rung 0 gpt-4o-mini",
-                attributes={"cascade.rung.index": 0, "cascade.rung.name": "only"},
-            ) as rung:
-                with tracer.start_as_current_span(
-                    "chat gpt-4o-mini",
-                    kind=trace.SpanKind.CLIENT,
-                    attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"},
-                ) as chat:
-                    answer = bare.invoke("hi")
-                    chat.set_attributes({"gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 3})
-                rung.set_attributes({"cascade.decision": "accept", "cascade.escalation_reason": "final rung"})
-            workflow.set_attributes({"cascade.request_id": "x", "cascade.attempt_count": 1})
+        (w, w_events), (r, r_events), (c, c_events) = span(workflow), span(rung), span(chat)
+        with w as w_span, r as r_span, c as c_span:
+            answer = bare.invoke("hi")
+            for target, events in ((c_span, c_events), (r_span, r_events), (w_span, w_events)):
+                for event_name, event_attributes in events:
+                    target.add_event(event_name, event_attributes)
         return answer
 
     return call
@@ -188,6 +220,8 @@ def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
         rungs=[{"model": Fake(), "scorer": lambda m, a: 0.1, "threshold": 0.5}, {"model": Fake()}],
         tracing=False,
     )
+    bare_logprobs = Fake(logprobs=LOGPROBS)
+    one_logprobs = CascadeChatModel(rungs=[{"model": Fake(logprobs=LOGPROBS)}], tracing=False)
     with_trace = traced(CascadeChatModel(rungs=[{"model": Fake()}]))
     replica = sdk_replica()
     with_log = CascadeChatModel(rungs=[{"model": Fake()}], decision_log=log, tracing=False)
@@ -199,7 +233,10 @@ def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
         "floor_direct": lambda: direct_floor.invoke("hi"),
         "cascade_1_rung": lambda: one.invoke("hi"),
         "bare_with_a_handler": lambda: bare.invoke("hi", HANDLED),
+        "floor_child_run_with_a_handler": lambda: child_floor.invoke("hi", HANDLED),
         "cascade_1_rung_with_a_handler": lambda: one.invoke("hi", HANDLED),
+        "bare_500_logprob_tokens": lambda: bare_logprobs.invoke("hi"),
+        "cascade_1_rung_500_logprob_tokens": lambda: one_logprobs.invoke("hi"),
         "cascade_2_rungs_accept_first": lambda: two_accept.invoke("hi"),
         "cascade_2_rungs_escalate_once": lambda: two_escalate.invoke("hi"),
         "cascade_1_rung_traced": lambda: with_trace.invoke("hi"),
@@ -264,6 +301,11 @@ def paired(per_call: dict[str, list[float]], base: str, seed: int) -> Iterator[t
         )
 
 
+def per_round(per_call: dict[str, list[float]], fn: Callable[..., float], *names: str) -> float:
+    """The median over rounds of ``fn`` applied to the named variants' times of each round."""
+    return statistics.median(fn(*times) for times in zip(*(per_call[n] for n in names), strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -278,25 +320,41 @@ def main() -> None:
     print(f"decision log: {stats.written} records written, {stats.lost} lost")
     to_bare = dict(paired(per_call, "bare", args.seed))
     to_cascade = dict(paired(per_call, "cascade_1_rung", args.seed))
+    # Both per round (the four batches of a round ran side by side), then the median.
     # What our spans add to the cascade, over what the same three spans cost made with the SDK
-    # alone around a bare call; per round, then the median.
-    span_cost = [
-        (traced - plain) / (replica - bare)
-        for traced, plain, replica, bare in zip(
-            per_call["cascade_1_rung_traced"],
-            per_call["cascade_1_rung"],
-            per_call["sdk_replica_of_the_spans"],
-            per_call["bare"],
-            strict=True,
-        )
-    ]
+    # alone around a bare call.
+    span_cost = per_round(
+        per_call,
+        lambda traced, plain, replica, bare: (traced - plain) / (replica - bare),
+        "cascade_1_rung_traced",
+        "cascade_1_rung",
+        "sdk_replica_of_the_spans",
+        "bare",
+    )
+    # What an answer's logprobs cost the cascade per token when no scorer reads them: the
+    # cascade's extra time on a 500-token answer with logprobs over its extra time on a short one.
+    per_token = per_round(
+        per_call,
+        lambda lp, lp_bare, plain, bare: ((lp - lp_bare) - (plain - bare)) / LOGPROB_TOKENS,
+        "cascade_1_rung_500_logprob_tokens",
+        "bare_500_logprob_tokens",
+        "cascade_1_rung",
+        "bare",
+    )
     derived = {
         "extra_escalating_rung_in_bare_calls": (
             to_bare["cascade_2_rungs_escalate_once"]["ratio"]
             - to_bare["cascade_2_rungs_accept_first"]["ratio"]
         ),
+        # The handler path against the least a wrapper keeping the child run does, both with
+        # the same handler attached: what our own code adds there, in bare calls.
+        "handler_path_over_its_floor_in_bare_calls": (
+            to_bare["cascade_1_rung_with_a_handler"]["ratio"]
+            - to_bare["floor_child_run_with_a_handler"]["ratio"]
+        ),
         "tracing_added_to_cascade": to_cascade["cascade_1_rung_traced"]["ratio"] - 1.0,
-        "tracing_cost_vs_sdk_replica_of_the_spans": statistics.median(span_cost),
+        "tracing_cost_vs_sdk_replica_of_the_spans": span_cost,
+        "unread_logprobs_us_per_token": per_token,
         "decision_log_added_to_cascade": to_cascade["cascade_1_rung_logged"]["ratio"] - 1.0,
     }
     print(f"{'variant':<32} {'median us/call':>15} {'x bare (95% CI)':>22} {'x cascade':>10}")

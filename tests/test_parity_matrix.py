@@ -14,6 +14,7 @@ from cascade_router.testing import Reply
 from tests.entrypoints import KINDS, MODES, answer, build
 
 STRONG = {"replies": [Reply("Paris is the capital")]}
+TOOL_CALL = {"name": "lookup", "args": {"city": "Paris"}, "id": "call_1"}
 
 CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, str]], str]] = {
     # name: (rungs, ladder settings, expected (decision, reason prefix) per attempt, answer)
@@ -86,6 +87,47 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, str
         [{"replies": [Reply("Lyon"), Reply("No")], "scorer": JudgeScorer(), "threshold": 0.5}, STRONG],
         {},
         [("escalate", "score 0.000 < threshold 0.5"), ("accept", "final rung")],
+        "Paris is the capital",
+    ),
+    "on_tool_call accept": (
+        [
+            {
+                "replies": [Reply(tool_calls=[TOOL_CALL], confidence=0.1)],
+                "scorer": LogprobScorer(),
+                "threshold": 0.9,
+            },
+            STRONG,
+        ],
+        {},
+        [("accept", "valid tool call")],
+        "",
+    ),
+    "on_tool_call escalate": (
+        [
+            {
+                "replies": [Reply(tool_calls=[TOOL_CALL], confidence=0.99)],
+                "scorer": LogprobScorer(),
+                "threshold": 0.5,
+                "on_tool_call": "escalate",
+            },
+            STRONG,
+        ],
+        {},
+        [("escalate", "tool call (on_tool_call=escalate)"), ("accept", "final rung")],
+        "Paris is the capital",
+    ),
+    "on_tool_call score": (
+        [
+            {
+                "replies": [Reply(tool_calls=[TOOL_CALL], confidence=0.2)],
+                "scorer": LogprobScorer(),
+                "threshold": 0.5,
+                "on_tool_call": "score",
+            },
+            STRONG,
+        ],
+        {},
+        [("escalate", "score 0.2"), ("accept", "final rung")],
         "Paris is the capital",
     ),
     "best usable answer": (

@@ -8,10 +8,10 @@ adapter can hand the user exactly what their model returned.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,74 @@ LOGPROB_ROUNDING = 1e-6
 
 def valid_logprob(value: float) -> bool:
     return not math.isnan(value) and value <= LOGPROB_ROUNDING
+
+
+class TokenLogprobs(Sequence[TokenLogprob]):
+    """An answer's token logprobs, read from the provider's objects on first use.
+
+    Most answers are never scored by their logprobs (a judge or a validity check decides, or
+    the rung is the last one), and reading them costs microseconds per token: a 500-token
+    answer would pay milliseconds for nothing. The provider's per-token items are kept (a
+    shallow copy, so a later change to the provider's list does not change the answer) and
+    parsed, all at once, by the first scorer that reads them. Equal to any sequence of the same
+    ``TokenLogprob`` values, a tuple included.
+    """
+
+    __slots__ = ("_items", "_parse", "_tokens")
+
+    def __init__(self, items: Sequence[Any], parse: Callable[[Any], TokenLogprob | None]) -> None:
+        """``parse`` turns one provider item into a token (None skips the item)."""
+        self._items = tuple(items)
+        self._parse = parse
+        self._tokens: tuple[TokenLogprob, ...] | None = None
+
+    @property
+    def tokens(self) -> tuple[TokenLogprob, ...]:
+        """Every token, parsed (on the first call)."""
+        tokens = self._tokens
+        if tokens is None:
+            # Two threads may both parse; they make equal tuples, and either may be kept.
+            tokens = self._tokens = tuple(t for t in map(self._parse, self._items) if t is not None)
+        return tokens
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @overload
+    def __getitem__(self, index: int) -> TokenLogprob: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[TokenLogprob, ...]: ...
+    def __getitem__(self, index: int | slice) -> TokenLogprob | tuple[TokenLogprob, ...]:
+        return self.tokens[index]
+
+    def __iter__(self) -> Iterator[TokenLogprob]:
+        return iter(self.tokens)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TokenLogprobs):
+            return self.tokens == other.tokens
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return self.tokens == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled parsed: the provider's objects may not pickle, and need not travel.
+        return (_parsed_logprobs, (self.tokens,))
+
+    def __repr__(self) -> str:
+        if self._tokens is None:
+            return f"TokenLogprobs(<{len(self._items)} items, not read yet>)"
+        return f"TokenLogprobs({self._tokens!r})"
+
+
+def _parsed_logprobs(tokens: tuple[TokenLogprob, ...]) -> TokenLogprobs:
+    return TokenLogprobs(tokens, _itself)
+
+
+def _itself(token: TokenLogprob) -> TokenLogprob:
+    return token
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +213,9 @@ class ModelOutput:
     """The answer's text content ('' for a pure tool call)."""
     raw: Any = None
     """The framework's own response object, returned to the user when this answer is accepted."""
-    logprobs: tuple[TokenLogprob, ...] | None = None
-    """Per-token log-probabilities; None when the provider returned none (not the same as empty)."""
+    logprobs: Sequence[TokenLogprob] | None = None
+    """Per-token log-probabilities; None when the provider returned none (not the same as empty).
+    A tuple, or a ``TokenLogprobs`` that reads the provider's objects on first use."""
     tool_calls: tuple[ToolCall, ...] = ()
     invalid_tool_calls: tuple[str, ...] = ()
     """One description per tool call that could not be parsed (bad JSON arguments, no name)."""

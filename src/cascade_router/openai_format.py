@@ -9,35 +9,36 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cascade_router.model_io import TokenLogprob
+from cascade_router.model_io import TokenLogprob, TokenLogprobs
 
 
 def _get(item: Any, key: str) -> Any:
     return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
 
 
-def parse_logprobs(value: Any) -> tuple[TokenLogprob, ...] | None:
+def parse_logprobs(value: Any) -> TokenLogprobs | None:
     """Token logprobs from a ``logprobs`` object, a bare ``content`` list, or None.
 
     Accepts dicts and the openai SDK's objects alike. Returns None when there are none, so that
-    a scorer can say the signal is missing instead of scoring an empty list.
+    a scorer can say the signal is missing instead of scoring an empty list. The tokens
+    themselves are read on first use (``TokenLogprobs``): an answer no scorer reads them from
+    costs nothing per token.
     """
     if value is None:
         return None
     content = value if isinstance(value, Sequence) and not isinstance(value, str) else _get(value, "content")
     if content is None:
         return None
-    tokens = []
-    for item in content:
-        top = _get(item, "top_logprobs") or ()
-        tokens.append(
-            TokenLogprob(
-                token=str(_get(item, "token")),
-                logprob=_number(_get(item, "logprob")),
-                top=tuple((str(_get(t, "token")), _number(_get(t, "logprob"))) for t in top),
-            )
-        )
-    return tuple(tokens)
+    return TokenLogprobs(content, _token)
+
+
+def _token(item: Any) -> TokenLogprob:
+    top = _get(item, "top_logprobs") or ()
+    return TokenLogprob(
+        token=str(_get(item, "token")),
+        logprob=_number(_get(item, "logprob")),
+        top=tuple((str(_get(t, "token")), _number(_get(t, "logprob"))) for t in top),
+    )
 
 
 def _number(value: Any) -> float:

@@ -11,6 +11,8 @@ are cancelled properly instead (``asyncio.wait_for``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable
@@ -53,3 +55,37 @@ def call_with_timeout(
     if outcome.error is not None:
         raise outcome.error
     return outcome.value  # type: ignore[no-any-return]
+
+
+async def in_own_thread(fn: Callable[[], T], *, name: str = "call") -> T:
+    """``fn()`` run on a thread of its own, awaited without blocking the event loop.
+
+    For blocking user code inside an async request (a sync scorer function): on the loop's
+    thread it would stall every other request and no ``asyncio`` timeout could fire while it
+    runs. A thread of its own (not the loop's default executor) for the reasons given above;
+    when the awaiting task is cancelled or times out, the call is abandoned to its thread.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled or timed out: nobody waits for this result
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def run() -> None:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = ctx.run(fn)
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while the call ran
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name=f"cascade-thread {name}", daemon=True).start()
+    return await future

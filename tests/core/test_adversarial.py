@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import pickle
 import subprocess
@@ -143,7 +144,9 @@ async def _ahang(messages: Any, answer: Any) -> float:
     return 1.0
 
 
-@pytest.mark.parametrize(("fn", "use_async"), [(_hang, False), (_ahang, False), (_ahang, True)])
+@pytest.mark.parametrize(
+    ("fn", "use_async"), [(_hang, False), (_hang, True), (_ahang, False), (_ahang, True)]
+)
 def test_a_hanging_scorer_is_bounded_by_the_rungs_timeout_and_escalates(fn: Any, use_async: bool) -> None:
     cascade = Cascade(
         [
@@ -165,6 +168,61 @@ def test_a_hanging_scorer_is_bounded_by_the_rungs_timeout_and_escalates(fn: Any,
     assert first.reason.startswith(
         "scorer error: ScorerError: the scorer of rung 'a' gave no score within 0.3 s"
     )
+
+
+def test_a_blocking_sync_scorer_does_not_stall_the_event_loop() -> None:
+    def slow(messages: Any, answer: Any) -> float:
+        time.sleep(0.5)
+        return 0.9
+
+    cascade = Cascade(
+        [
+            {"model": ScriptedBackend("a", ["x"]), "scorer": CallableScorer(fn=slow), "threshold": 0.5},
+            {"model": ScriptedBackend("b", ["strong"])},
+        ]
+    )
+    ticks: list[float] = []
+
+    async def heartbeat() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.02)
+
+    async def main() -> Any:
+        beat = asyncio.create_task(heartbeat())
+        try:
+            return await cascade.ainvoke("q")
+        finally:
+            beat.cancel()
+
+    result = asyncio.run(main())
+    assert result.output.text == "x"
+    assert result.attempts[0].score == 0.9
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert len(ticks) >= 10, ticks
+    assert max(gaps) < 0.3, f"the loop stalled for {max(gaps):.2f} s while the scorer ran"
+
+
+def test_an_inline_sync_scorer_runs_on_the_loops_thread() -> None:
+    threads: list[str] = []
+
+    def where(messages: Any, answer: Any) -> float:
+        threads.append(threading.current_thread().name)
+        return 0.9
+
+    for inline, expected in ((True, "MainThread"), (False, "cascade-thread callable scorer")):
+        cascade = Cascade(
+            [
+                {
+                    "model": ScriptedBackend("a", ["x"]),
+                    "scorer": CallableScorer(fn=where, inline=inline),
+                    "threshold": 0.5,
+                },
+                {"model": ScriptedBackend("b", ["strong"])},
+            ]
+        )
+        assert asyncio.run(cascade.ainvoke("q")).output.text == "x"
+        assert threads[-1] == expected
 
 
 def test_a_hanging_judge_is_bounded_too() -> None:

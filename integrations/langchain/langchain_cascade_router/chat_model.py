@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser,
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from langchain_core.utils.utils import LC_ID_PREFIX
@@ -422,7 +424,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
     # The caller still gets the request's total on the message: `generate`, `agenerate`,
     # `stream` and `astream` add it after the callbacks have seen the run (`_with_totals`).
 
-    def _message(self, result: Result) -> AIMessage:
+    def _message(self, result: Result, usage: Usage) -> AIMessage:
         raw = result.output.raw
         assert isinstance(raw, AIMessage)
         model = result.answered_by.model
@@ -430,7 +432,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             "response_metadata": {
                 **raw.response_metadata,
                 "model_name": model,
-                "cascade": _cascade_metadata(result),
+                "cascade": _cascade_metadata(result, usage),
             },
             "usage_metadata": None,
         }
@@ -439,8 +441,8 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         return raw.model_copy(update=update)
 
     def _chat_result(self, result: Result) -> ChatResult:
-        message = self._message(result)
         usage = result.usage
+        message = self._message(result, usage)
         return ChatResult(
             generations=[ChatGeneration(message=message)],
             llm_output={
@@ -583,6 +585,23 @@ class CascadeChatModel(BaseChatModel, LadderModel):
     def engine(self) -> Engine:
         return self._ladder.engine
 
+    def _should_stream(
+        self,
+        *,
+        async_api: bool,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> bool:
+        # LangChain's rule has three affirmative triggers; the last (is any handler a streaming
+        # handler, as astream_events and LangGraph's "messages" mode attach) is a runtime
+        # Protocol isinstance check costing ~12 us per handler per call. Its answer depends
+        # only on the handler's class, so it is remembered per class; LangChain's own method
+        # still decides whenever a trigger fires (its disabling rules only turn True to False).
+        handlers = run_manager.handlers if run_manager is not None else []
+        if not kwargs.get("stream") and not self.streaming and not any(_streams(h) for h in handlers):
+            return False
+        return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -645,10 +664,27 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             yield chunk
 
 
-def _cascade_metadata(result: Result) -> dict[str, Any]:
+# LangChain's generate() asks on every call whether _generate takes a run manager, with
+# inspect.signature (~20 us); a function's __signature__ answers that without parsing it again.
+for _method in ("_generate", "_agenerate"):
+    _function = getattr(CascadeChatModel, _method)
+    _function.__signature__ = inspect.signature(_function)
+
+_STREAMING_HANDLER: dict[type, bool] = {}
+
+
+def _streams(handler: object) -> bool:
+    """Whether a handler is a LangChain streaming handler (the protocol check, once per class)."""
+    known = _STREAMING_HANDLER.get(type(handler))
+    if known is None:
+        known = _STREAMING_HANDLER[type(handler)] = isinstance(handler, _StreamingCallbackHandler)
+    return known
+
+
+def _cascade_metadata(result: Result, usage: Usage | None = None) -> dict[str, Any]:
     """``response_metadata["cascade"]``: the result, and the request's total tokens (every
     attempt and judge call), from which the caller's ``usage_metadata`` is set."""
-    usage = result.usage
+    usage = result.usage if usage is None else usage
     return {
         **result.to_dict(),
         "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
@@ -664,24 +700,28 @@ def _totals(message: BaseMessage) -> UsageMetadata | None:
 
 def _with_totals(result: LLMResult) -> LLMResult:
     """The caller's copy of a result, after the callbacks saw it: each message gets its request's
-    total usage, and ``llm_output`` the batch's as ``token_usage``."""
+    total usage, and ``llm_output`` the batch's as ``token_usage``.
+
+    ``generate`` hands its caller an ``LLMResult`` of its own, with an ``llm_output`` made by
+    ``_combine_llm_outputs``; only the generations (and their messages) are shared with what the
+    callbacks received, so those are copied and the rest is updated in place.
+    """
 
     def with_usage(gen: Generation) -> Generation:
         totals = _totals(gen.message) if isinstance(gen, ChatGeneration) else None
         if not isinstance(gen, ChatGeneration) or totals is None:
             return gen
         message = gen.message.model_copy(update={"usage_metadata": totals})
-        return ChatGeneration(message=message, generation_info=gen.generation_info)
+        # The text is the message's, unchanged by the usage: no need to derive it again.
+        return ChatGeneration.model_construct(
+            text=gen.text, message=message, generation_info=gen.generation_info, type=gen.type
+        )
 
-    llm_output = dict(result.llm_output or {})
-    if "cascade_token_usage" in llm_output:
+    result.generations = [[with_usage(g) for g in gens] for gens in result.generations]
+    llm_output = result.llm_output
+    if llm_output is not None and "cascade_token_usage" in llm_output:
         llm_output["token_usage"] = llm_output.pop("cascade_token_usage")
-    return LLMResult(
-        generations=[[with_usage(g) for g in gens] for gens in result.generations],
-        llm_output=llm_output,
-        run=result.run,
-        type=result.type,
-    )
+    return result
 
 
 def _chunk_with_totals(chunk: AIMessageChunk) -> AIMessageChunk:

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -13,6 +14,7 @@ from pydantic import Field, field_validator
 from cascade_router.errors import ScorerError
 from cascade_router.model_io import ModelOutput, Request
 from cascade_router.scorers.base import Score, Scorer, ScoringContext, as_probability
+from cascade_router.timeouts import in_own_thread
 
 ScoreFn = Callable[[Any, Any], "float | Score | Awaitable[float | Score]"]
 
@@ -28,6 +30,11 @@ class CallableScorer(Scorer):
     method: ClassVar[str] = "callable"
     fn: ScoreFn
     """The function; may be ``async def``."""
+    inline: bool = False
+    """In async requests, call a sync ``fn`` on the event loop's own thread. Only for fast,
+    CPU-only functions: by default a sync function runs on a thread of its own there, so that a
+    slow one (a blocking HTTP call, a model on the CPU) never stalls the loop's other requests
+    and the rung's ``timeout`` can cut it off."""
 
     def _args(self, request: Request, output: ModelOutput) -> tuple[Any, Any]:
         messages = request.native if request.native is not None else request.messages
@@ -40,10 +47,19 @@ class CallableScorer(Scorer):
         return _as_score(value)
 
     async def ascore(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
-        value = self.fn(*self._args(request, output))
+        args = self._args(request, output)
+        if self.inline or _is_async(self.fn):
+            value = self.fn(*args)
+        else:
+            value = await in_own_thread(partial(self.fn, *args), name="callable scorer")
         if inspect.isawaitable(value):
             value = await value
         return _as_score(value)
+
+
+def _is_async(fn: Any) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def _as_score(value: object) -> Score:

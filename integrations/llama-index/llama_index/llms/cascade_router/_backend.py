@@ -11,7 +11,15 @@ from llama_index.core.llms import LLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 
 from cascade_router.backend import BackendBase
-from cascade_router.model_io import Message, ModelOutput, Request, TokenLogprob, ToolCall, Usage
+from cascade_router.model_io import (
+    Message,
+    ModelOutput,
+    Request,
+    TokenLogprob,
+    TokenLogprobs,
+    ToolCall,
+    Usage,
+)
 
 _PROVIDERS = {
     "OpenAI": "openai",
@@ -52,15 +60,17 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     return [Message(roles.get(m.role, str(m.role.value)), m.content or "") for m in messages]
 
 
-def _logprobs(value: list[list[LogProb]] | None) -> tuple[TokenLogprob, ...] | None:
+def _logprobs(value: list[list[LogProb]] | None) -> TokenLogprobs | None:
     if value is None:
         return None
+    return TokenLogprobs(value, _token)  # read on first use
+
+
+def _token(top: list[LogProb]) -> TokenLogprob | None:
     # LlamaIndex keeps, per generated token, the top alternatives; the first is the token chosen.
-    return tuple(
-        TokenLogprob(top[0].token, top[0].logprob, tuple((lp.token, lp.logprob) for lp in top))
-        for top in value
-        if top
-    )
+    if not top:
+        return None
+    return TokenLogprob(top[0].token, top[0].logprob, tuple((lp.token, lp.logprob) for lp in top))
 
 
 def _field(obj: Any, *names: str) -> Any:
