@@ -10,7 +10,6 @@ from operator import itemgetter
 from typing import Any, Literal, overload
 
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
     BaseCallbackManager,
     CallbackManager,
@@ -25,9 +24,8 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough, ensure_config
 from langchain_core.tools import BaseTool
-from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from langchain_core.utils.utils import LC_ID_PREFIX
@@ -48,35 +46,16 @@ from langchain_cascade_router._convert import (
     usage_metadata,
 )
 from langchain_cascade_router._resolve import resolve_chat_model
+from langchain_cascade_router._runs import (
+    RunParent,
+    child_callbacks,
+    is_streaming_handler,
+    parent_from_config,
+    publish,
+    take,
+)
 
 StructuredMethod = Literal["function_calling", "json_mode", "json_schema"]
-
-
-def _child_manager(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None, tag: str, asynchronous: bool
-) -> RunnableConfig | None:
-    """Callbacks that make a rung's (or judge's) run a child of the cascade's run.
-
-    An LLM run manager has no ``get_child()``; this builds what it would return: the
-    inheritable handlers, tags and metadata, with the cascade's run as parent. One constructor
-    call, because this runs once per rung call on the hot path.
-    """
-    if run_manager is None:
-        return None
-    manager_cls = AsyncCallbackManager if asynchronous else CallbackManager
-    handlers = run_manager.inheritable_handlers
-    tags = run_manager.inheritable_tags
-    metadata = run_manager.inheritable_metadata
-    manager = manager_cls(
-        handlers=list(handlers),
-        inheritable_handlers=list(handlers),
-        parent_run_id=run_manager.run_id,
-        tags=[*tags, tag],
-        inheritable_tags=list(tags),
-        metadata=dict(metadata),
-        inheritable_metadata=dict(metadata),
-    )
-    return {"callbacks": manager}
 
 
 Recipe = tuple[Any, ...]
@@ -387,6 +366,9 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         stop = stop if stop is not None else self.stop
         call_kwargs = self._call_kwargs(kwargs)
         ladder = self._ladder
+        # The cascade's run: handed in by generate(), published by stream() / astream() (which
+        # LangChain calls _stream without), or none on the fast path.
+        parent = RunParent.of(run_manager) if run_manager is not None else take(self)
         runnables, identities, parser, takes_raw = (
             ladder.runnables,
             ladder.identities,
@@ -399,7 +381,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
                 runnables[i],
                 provider=identities[i][0],
                 model=identities[i][1],
-                config=_child_manager(run_manager, f"cascade:rung:{i}", asynchronous),
+                config=child_callbacks(parent, f"cascade:rung:{i}", asynchronous),
                 stop=stop,
                 kwargs=call_kwargs,
                 parser=parser,
@@ -412,7 +394,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
                 judge, provider, name = ladder.models[rung], *ladder.identities[rung]
             else:
                 judge, provider, name = ladder.ladder.judges.get(model)
-            config = _child_manager(run_manager, f"cascade:judge:{rung}", asynchronous)
+            config = child_callbacks(parent, f"cascade:judge:{rung}", asynchronous)
             return LangChainBackend(judge, provider=provider, model=name, config=config)
 
         request = Request(messages, to_messages=to_core_messages, tool_names=ladder.tool_names)
@@ -567,8 +549,24 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        for chunk in super().stream(input, config, stop=stop, **kwargs):
-            yield _chunk_with_totals(chunk)
+        # LangChain's stream() opens the cascade's run but calls _stream without its run
+        # manager: the run's id is chosen here and what the run passes on is published for
+        # _stream, so that the rungs' runs are its children (and unstreamed, see _runs).
+        config = ensure_config(config)
+        run_id = config.get("run_id") or uuid.uuid4()
+        config = {**config, "run_id": run_id}
+        parent = parent_from_config(config, run_id, self, asynchronous=False)
+        chunks = super().stream(input, config, stop=stop, **kwargs)
+        try:
+            with publish(self, parent):
+                first = next(chunks, None)
+            if first is None:
+                return
+            yield _chunk_with_totals(first)
+            for chunk in chunks:
+                yield _chunk_with_totals(chunk)
+        finally:
+            chunks.close()  # type: ignore[attr-defined]  # a generator
 
     async def astream(
         self,
@@ -578,8 +576,47 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        async for chunk in super().astream(input, config, stop=stop, **kwargs):
-            yield _chunk_with_totals(chunk)
+        config = ensure_config(config)
+        run_id = config.get("run_id") or uuid.uuid4()
+        config = {**config, "run_id": run_id}
+        parent = parent_from_config(config, run_id, self, asynchronous=True)
+        chunks = super().astream(input, config, stop=stop, **kwargs)
+        try:
+            with publish(self, parent):
+                first = await anext(chunks, None)
+            if first is None:
+                return
+            yield _chunk_with_totals(first)
+            async for chunk in chunks:
+                yield _chunk_with_totals(chunk)
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]  # an async generator
+
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # With a streaming handler attached (astream_events, LangGraph's "messages" mode),
+        # LangChain answers invoke() through _stream, again without the run manager.
+        if run_manager is None or not self._should_stream(async_api=False, run_manager=run_manager, **kwargs):
+            return super()._generate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        with publish(self, RunParent.of(run_manager)):
+            return super()._generate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if run_manager is None or not self._should_stream(async_api=True, run_manager=run_manager, **kwargs):
+            return await super()._agenerate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        with publish(self, RunParent.of(run_manager)):
+            return await super()._agenerate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
 
     @property
     def engine(self) -> Engine:
@@ -598,7 +635,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         # only on the handler's class, so it is remembered per class; LangChain's own method
         # still decides whenever a trigger fires (its disabling rules only turn True to False).
         handlers = run_manager.handlers if run_manager is not None else []
-        if not kwargs.get("stream") and not self.streaming and not any(_streams(h) for h in handlers):
+        if not kwargs.get("stream") and not self.streaming and not any(map(is_streaming_handler, handlers)):
             return False
         return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
 
@@ -669,16 +706,6 @@ class CascadeChatModel(BaseChatModel, LadderModel):
 for _method in ("_generate", "_agenerate"):
     _function = getattr(CascadeChatModel, _method)
     _function.__signature__ = inspect.signature(_function)
-
-_STREAMING_HANDLER: dict[type, bool] = {}
-
-
-def _streams(handler: object) -> bool:
-    """Whether a handler is a LangChain streaming handler (the protocol check, once per class)."""
-    known = _STREAMING_HANDLER.get(type(handler))
-    if known is None:
-        known = _STREAMING_HANDLER[type(handler)] = isinstance(handler, _StreamingCallbackHandler)
-    return known
 
 
 def _cascade_metadata(result: Result, usage: Usage | None = None) -> dict[str, Any]:

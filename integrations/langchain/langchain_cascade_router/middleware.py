@@ -22,6 +22,7 @@ from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.policy import OnExhausted
 from langchain_cascade_router._backend import LANGCHAIN_BINDING, LangChainBackend
 from langchain_cascade_router._convert import to_core_messages, to_output, tool_names, usage_metadata
+from langchain_cascade_router._runs import NOSTREAM
 
 
 def _ai_message(response: Any) -> AIMessage:
@@ -139,6 +140,19 @@ class CascadeMiddleware(AgentMiddleware):
             tracing=tracing,
             inference_spans=inference_spans,
         )
+        # What the agent's handler calls for each rung: the rung's model, unstreamed. The
+        # agent's stream would otherwise show every rung's answer token by token before it is
+        # scored (LangGraph's "messages" mode, astream_events); the accepted answer reaches
+        # the stream whole, as the model node's output. Tagged like CascadeChatModel's rung runs.
+        self._unstreamed = [
+            model.model_copy(
+                update={
+                    "tags": [*(model.tags or []), f"cascade:rung:{i}", NOSTREAM],
+                    "disable_streaming": True,
+                }
+            )
+            for i, model in enumerate(self.ladder.models)
+        ]
 
     @property
     def name(self) -> str:
@@ -165,7 +179,7 @@ class CascadeMiddleware(AgentMiddleware):
             _HandlerBackend(
                 m, provider=ident[0], name=ident[1], request=request, handler=handler, ahandler=ahandler
             )
-            for m, ident in zip(ladder.models, ladder.identities, strict=True)
+            for m, ident in zip(self._unstreamed, ladder.identities, strict=True)
         ]
 
         def resolve(model: Any, rung: int) -> Backend:
