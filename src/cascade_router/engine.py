@@ -24,6 +24,7 @@ from cascade_router.backend import Backend
 from cascade_router.errors import RungTimeoutError, ScorerError
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.observability.decision_log import DecisionLog, Deferred
+from cascade_router.observability.signal_watch import SignalWatch
 from cascade_router.observability.telemetry import RequestSpan, RungSpan, Telemetry
 from cascade_router.policy import Evidence
 from cascade_router.pricing import Price, cost_usd
@@ -182,6 +183,8 @@ class Engine:
         self.config_hash = config_hash(name, self.ladder, accept_last, on_exhausted)
         self.telemetry = telemetry or Telemetry(name, [r.name for r in self.rungs])
         self.decision_log = decision_log
+        self.signal_watch = SignalWatch(name)
+        """Warns when a rung's scorer keeps getting no signal (every request then escalates)."""
 
     # -- per request ---------------------------------------------------------------------------
 
@@ -336,6 +339,11 @@ class Engine:
         )
         verdict = policy.decide(rung, evidence, final=self._final(rung.index))
         model = output.model or rung.model or backend.model
+        if score is not None:
+            if value is not None:
+                self.signal_watch.scored(rung.name)
+            elif score.missing is not None:
+                self.signal_watch.missing(rung.name, model, score.method, score.missing)
         method = "validity" if invalid is not None else (score.method if score is not None else None)
         return Attempt(
             rung=rung.index,

@@ -112,6 +112,10 @@ class Binding(Generic[M]):
     """A rung's name when neither the rung nor its model names it."""
     returns_logprobs: Callable[[M], bool | None] = lambda model: None
     """False when the model can never return logprobs: a logprob scorer on it is refused."""
+    asking_logprobs: Callable[[M], M] = lambda model: model
+    """The model set up to return token logprobs (with the top alternatives), for a rung whose
+    scorer reads them: what its client needs asked, where the client allows it (llama.cpp's
+    OpenAI-compatible servers, for one, compute logprobs only when ``top_logprobs`` is set)."""
     propagate: tuple[type[BaseException], ...] = ()
     """Exception types that are the framework's control flow (LangGraph's interrupts): they
     pass through the ladder instead of falling back."""
@@ -239,6 +243,10 @@ def build_ladder(
     models = [_resolve(bind, r.model, f"rungs[{i}].model") for i, r in enumerate(parsed)]
     for i, (rung, model) in enumerate(zip(parsed, models, strict=True)):
         _check_signals(rung, model, bind, f"rungs[{i}].scorer")
+    models = [
+        bind.asking_logprobs(m) if r.scorer is not None and r.scorer.needs_logprobs() else m
+        for r, m in zip(parsed, models, strict=True)
+    ]
     identities = [bind.identity(m) for m in models]
     runtimes = runtimes_for(
         parsed,

@@ -53,3 +53,28 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+TOP_LOGPROBS = 2
+"""Alternatives asked per token: the chosen token's logprob and the runner-up's (``margin``)."""
+
+
+def asking_logprobs(model: Any) -> Any:
+    """A copy of an OpenAI-style client model set to return token logprobs, or the model itself.
+
+    Clients with ``logprobs`` and ``top_logprobs`` fields (LangChain's ``ChatOpenAI`` and its
+    OpenAI-compatible subclasses, LlamaIndex's ``OpenAI`` / ``OpenAILike``) get ``logprobs=True``
+    and at least ``TOP_LOGPROBS`` alternatives: OpenAI returns logprobs on ``logprobs`` alone,
+    but llama.cpp's servers compute them only when ``top_logprobs`` is set, and without them a
+    logprob scorer escalates every request. The user's object is not changed; other clients are
+    returned as they are.
+    """
+    fields = getattr(type(model), "model_fields", {})
+    if "logprobs" not in fields or "top_logprobs" not in fields:
+        return model
+    update: dict[str, Any] = {}
+    if model.logprobs is not True:
+        update["logprobs"] = True
+    if (model.top_logprobs or 0) < TOP_LOGPROBS:
+        update["top_logprobs"] = TOP_LOGPROBS
+    return model.model_copy(update=update) if update else model

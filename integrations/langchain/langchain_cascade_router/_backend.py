@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from cascade_router.backend import BackendBase
 from cascade_router.ladder import Binding
 from cascade_router.model_io import ModelOutput, Request
+from cascade_router.openai_format import asking_logprobs
 from langchain_cascade_router._convert import chunk_to_message, to_lc_messages, to_output
 from langchain_cascade_router._resolve import resolve_chat_model
 
@@ -217,6 +218,7 @@ LANGCHAIN_BINDING: Binding[BaseChatModel] = Binding(
     resolve=resolve_chat_model,
     identity=model_identity,
     fallback_name=lambda model, index: type(model).__name__,
+    asking_logprobs=asking_logprobs,
     # LangGraph's interrupts (human-in-the-loop) are control flow: they pass through the ladder.
     propagate=_control_flow_errors(),
 )

@@ -42,6 +42,7 @@ from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent
 from cascade_router.errors import ConfigError
 from cascade_router.ladder import Binding, Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request
+from cascade_router.openai_format import asking_logprobs
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -85,6 +86,7 @@ LLAMA_INDEX_BINDING: Binding[LLM] = Binding(
     resolve=resolve_llm,
     identity=identity,
     fallback_name=lambda llm, index: type(llm).__name__,
+    asking_logprobs=asking_logprobs,
 )
 """Rungs and judges as LlamaIndex LLMs: objects or ``provider:model`` strings."""
 
