@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -53,6 +52,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from cascade_router.errors import ConfigError
+from cascade_router.observability import metrics
 from cascade_router.observability.redaction import redact, register_url_secrets, safe_url
 
 SCHEMA_VERSION = 2
@@ -163,19 +163,13 @@ def _check_target(url: str) -> None:
         raise ConfigError("decision_log", f"the folder {path.parent} does not exist")
 
 
-@functools.cache
 def _lost_counter() -> Any:
-    """The ``cascade.decision_log.records_lost`` counter (a no-op until a meter provider is set)."""
-    try:
-        from opentelemetry import metrics
-
-        return metrics.get_meter("cascade_router").create_counter(
-            "cascade.decision_log.records_lost",
-            unit="{record}",
-            description="Decision-log records dropped (buffer full, log closed) or not written",
-        )
-    except Exception:  # metrics must never break the log
-        return None
+    """The ``cascade.decision_log.records_lost`` counter."""
+    return metrics.counter(
+        "cascade.decision_log.records_lost",
+        "{record}",
+        "Decision-log records dropped (buffer full, log closed) or not written",
+    )
 
 
 class _ForkGuard:
@@ -378,10 +372,7 @@ class DecisionLog:
     def _lost(self, n: int, why: str, exc: BaseException | None = None) -> None:
         """Count ``n`` lost records in the metric; warn at most once per ``report_interval``,
         with how many were lost since the last warning."""
-        counter = _lost_counter()
-        if counter is not None:
-            with contextlib.suppress(Exception):
-                counter.add(n, {"reason": why})
+        metrics.add(_lost_counter(), n, {"reason": why})
         now = time.monotonic()
         with self._cond:
             self._unreported += n

@@ -10,12 +10,13 @@ logs a warning naming the rung, the reason and the usual fixes, at most once per
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
 import time
 from typing import Any
+
+from cascade_router.observability import metrics
 
 _log = logging.getLogger("cascade_router.signals")
 
@@ -28,19 +29,13 @@ HINTS = {
 }
 
 
-@functools.cache
 def _counter() -> Any:
-    """The ``cascade.scorer.missing_signal`` counter (a no-op until a meter provider is set)."""
-    try:
-        from opentelemetry import metrics
-
-        return metrics.get_meter("cascade_router").create_counter(
-            "cascade.scorer.missing_signal",
-            unit="{answer}",
-            description="Answers a rung's scorer could not score (no signal); on_missing decided them",
-        )
-    except Exception:  # metrics must never break a request
-        return None
+    """The ``cascade.scorer.missing_signal`` counter."""
+    return metrics.counter(
+        "cascade.scorer.missing_signal",
+        "{answer}",
+        "Answers a rung's scorer could not score (no signal); on_missing decided them",
+    )
 
 
 class SignalWatch:
