@@ -3,6 +3,7 @@ never an error a request or a log writer could see."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -22,7 +23,5 @@ def add(instrument: Any, value: int, attributes: dict[str, Any] | None = None) -
     """``instrument.add``, swallowing any failure of the metrics SDK."""
     if instrument is None:
         return
-    try:
+    with contextlib.suppress(Exception):  # metrics must never break a request
         instrument.add(value, attributes)
-    except Exception:  # metrics must never break a request
-        pass
