@@ -299,7 +299,7 @@ class Engine:
         invalid = structural_problem(request, output) if rung.validate_output else None
         if invalid is not None:
             return invalid, False
-        return None, policy.should_score(rung, is_tool_call=bool(output.tool_calls))
+        return None, policy.should_score(rung, is_tool_call=_is_tool_call(request, output))
 
     def _scorer_timeout(self, rung: RungRuntime) -> Callable[[], BaseException]:
         return lambda: ScorerError(
@@ -308,6 +308,7 @@ class Engine:
 
     def _finish(
         self,
+        request: Request,
         rung: RungRuntime,
         backend: Backend,
         output: ModelOutput,
@@ -331,8 +332,10 @@ class Engine:
                 )
         evidence = Evidence(
             invalid=invalid,
-            malformed=invalid is not None and invalid != EMPTY_ANSWER,
-            is_tool_call=bool(output.tool_calls),
+            malformed=invalid is not None
+            and invalid != EMPTY_ANSWER
+            and not (request.keep_unparsed and output.parse_error is not None),
+            is_tool_call=_is_tool_call(request, output),
             score=value,
             missing=score.missing if score is not None else None,
             scorer_error=scorer_error,
@@ -481,6 +484,7 @@ class Engine:
             except Exception as exc:
                 scorer_exc = exc
         return self._finish(
+            call.request,
             rung,
             backend,
             output,
@@ -584,6 +588,7 @@ class Engine:
             except Exception as exc:
                 scorer_exc = exc
         return self._finish(
+            call.request,
             rung,
             backend,
             output,
@@ -825,3 +830,9 @@ class Engine:
 
 
 _END: Any = object()
+
+
+def _is_tool_call(request: Request, output: ModelOutput) -> bool:
+    """An answer that is a tool call of the agent's (the on_tool_call rule decides it); a tool
+    call that carries structured output the caller asked for is an answer like any other."""
+    return bool(output.tool_calls) and not request.structured

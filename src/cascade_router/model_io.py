@@ -150,7 +150,15 @@ class Request:
     read; it is built on first use only, because most requests are never judged.
     """
 
-    __slots__ = ("__dict__", "_to_messages", "metadata", "native", "tool_names")
+    __slots__ = (
+        "__dict__",
+        "_to_messages",
+        "keep_unparsed",
+        "metadata",
+        "native",
+        "structured",
+        "tool_names",
+    )
 
     def __init__(
         self,
@@ -160,6 +168,8 @@ class Request:
         to_messages: Callable[[Any], Sequence[Message]] | None = None,
         tool_names: frozenset[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        structured: bool = False,
+        keep_unparsed: bool = False,
     ) -> None:
         if messages is None and to_messages is None:
             raise TypeError("Request needs `messages` or a `to_messages` converter")
@@ -168,6 +178,14 @@ class Request:
         """Names of the tools bound for this request; None when no tools are bound."""
         self.metadata: Mapping[str, Any] = metadata or {}
         """Caller's tags, e.g. ``item_id`` for requests replayed from a dataset."""
+        self.structured = structured
+        """The caller asked for structured output (``with_structured_output``,
+        ``structured_predict``): an answer that is a tool call carrying it is scored by the
+        rung's scorer like any answer, not accepted by the ``on_tool_call`` rule, which is for
+        an agent's own tool calls."""
+        self.keep_unparsed = keep_unparsed
+        """The caller wants an answer that does not parse, to see why (``include_raw=True``): the
+        final rung's such answer is returned instead of failing the request."""
         self._to_messages = to_messages
         if messages is not None:
             self.__dict__["messages"] = tuple(messages)

@@ -94,14 +94,24 @@ def test_malformed_tool_call_escalates() -> None:
     )
 
 
-def person_call(args: dict[str, Any]) -> Reply:
-    return Reply(tool_calls=[{"name": "Person", "args": args}])
+def person_call(args: dict[str, Any], confidence: float | None = None) -> Reply:
+    return Reply(tool_calls=[{"name": "Person", "args": args}], confidence=confidence)
 
 
 def test_structured_output_accepts_valid_cheap_answer() -> None:
-    llm, _, strong = ladder([person_call({"name": "Ada", "age": 36})], ["unused"])
+    # Structured output is scored like any answer: a confident one is accepted...
+    llm, _, strong = ladder([person_call({"name": "Ada", "age": 36}, confidence=0.95)], ["unused"])
     assert llm.with_structured_output(Person).invoke("who?") == Person(name="Ada", age=36)
     assert strong.calls == 0
+
+
+def test_structured_output_without_a_score_escalates() -> None:
+    # ... and one its scorer cannot score (no logprobs) is a missing signal (on_missing).
+    llm, _, strong = ladder(
+        [person_call({"name": "Ada", "age": 36})], [person_call({"name": "Bo", "age": 1})]
+    )
+    assert llm.with_structured_output(Person).invoke("who?") == Person(name="Bo", age=1)
+    assert strong.calls == 1
 
 
 def test_structured_output_that_fails_validation_escalates() -> None:
@@ -131,7 +141,7 @@ def test_structured_output_json_schema_dict() -> None:
         "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
         "required": ["name", "age"],
     }
-    llm, _, _ = ladder([person_call({"name": "Ada", "age": 36})], ["unused"])
+    llm, _, _ = ladder([person_call({"name": "Ada", "age": 36}, confidence=0.95)], ["unused"])
     assert llm.with_structured_output(schema).invoke("who?") == {"name": "Ada", "age": 36}
 
 

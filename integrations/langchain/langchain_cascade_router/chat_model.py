@@ -16,6 +16,7 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
     Callbacks,
 )
+from langchain_core.exceptions import OutputParserException
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
@@ -24,7 +25,14 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough, ensure_config
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableMap,
+    RunnablePassthrough,
+    ensure_config,
+)
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -76,6 +84,8 @@ class _Ladder:
     parser: Runnable[Any, Any] | None = None
     """Structured output: parses each rung's answer; a failure escalates."""
     takes_raw: bool = False
+    keep_unparsed: bool = False
+    """``include_raw=True``: a final answer that does not parse is returned, with its error."""
     recipe: Recipe | None = None
 
     @property
@@ -259,7 +269,8 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             _, tools, extra = recipe
             runnables: list[Runnable[Any, Any]] = [m.bind_tools(tools, **extra) for m in models]
             return replace(self._ladder, runnables=runnables, tool_names=tool_names(tools), recipe=recipe)
-        _, schema, method, strict_kw = recipe
+        _, schema, method, strict_kw, *rest = recipe
+        keep_unparsed = bool(rest and rest[0])
         pydantic_schema = isinstance(schema, type) and is_basemodel_subclass(schema)
         parser: Runnable[Any, Any]
         if method == "function_calling":
@@ -276,14 +287,25 @@ class CascadeChatModel(BaseChatModel, LadderModel):
                 else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
             )
             return replace(
-                self._ladder, runnables=runnables, tool_names=frozenset({name}), parser=parser, recipe=recipe
+                self._ladder,
+                runnables=runnables,
+                tool_names=frozenset({name}),
+                parser=parser,
+                keep_unparsed=keep_unparsed,
+                recipe=recipe,
             )
         runnables = [
             m.with_structured_output(schema, method=method, include_raw=True, **strict_kw) for m in models
         ]
         parser = PydanticOutputParser(pydantic_object=schema) if pydantic_schema else JsonOutputParser()
         return replace(
-            self._ladder, runnables=runnables, tool_names=None, parser=parser, takes_raw=True, recipe=recipe
+            self._ladder,
+            runnables=runnables,
+            tool_names=None,
+            parser=parser,
+            takes_raw=True,
+            keep_unparsed=keep_unparsed,
+            recipe=recipe,
         )
 
     def _derive(self, recipe: Recipe) -> CascadeChatModel:
@@ -332,13 +354,13 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             raise ValueError(f"with_structured_output: unknown method {method!r}")
         # Passed on only when given: providers that do not know `strict` reject it.
         strict_kw: dict[str, Any] = {} if strict is None else {"strict": strict}
-        derived = self._derive(("structured", schema, method, strict_kw))
+        derived = self._derive(("structured", schema, method, strict_kw, include_raw))
         parser = derived._ladder.parser
         assert parser is not None
         if not include_raw:
             return derived | parser
         parse_raw = RunnablePassthrough.assign(
-            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+            parsed=itemgetter("raw") | parser | RunnableLambda(_present), parsing_error=lambda _: None
         )
         no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
         return RunnableMap(raw=derived) | parse_raw.with_fallbacks([no_parse], exception_key="parsing_error")
@@ -397,7 +419,13 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             config = child_callbacks(parent, f"cascade:judge:{rung}", asynchronous)
             return LangChainBackend(judge, provider=provider, model=name, config=config)
 
-        request = Request(messages, to_messages=to_core_messages, tool_names=ladder.tool_names)
+        request = Request(
+            messages,
+            to_messages=to_core_messages,
+            tool_names=ladder.tool_names,
+            structured=parser is not None,
+            keep_unparsed=ladder.keep_unparsed,
+        )
         return Call(request, _LazyBackends(len(runnables), build), resolve)
 
     # Token usage. The rungs' calls are child runs that report their own usage to callback
@@ -706,6 +734,16 @@ class CascadeChatModel(BaseChatModel, LadderModel):
 for _method in ("_generate", "_agenerate"):
     _function = getattr(CascadeChatModel, _method)
     _function.__signature__ = inspect.signature(_function)
+
+
+def _present(parsed: Any) -> Any:
+    """A parse result, or the error ``include_raw`` reports: a tools parser returns None when the
+    answer is text instead of the schema's tool call."""
+    if parsed is None:
+        raise OutputParserException(
+            "the answer holds no structured output (it is text, not the schema's tool call)"
+        )
+    return parsed
 
 
 def _cascade_metadata(result: Result, usage: Usage | None = None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, LogProb, MessageRole
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, LogProb, MessageRole, TextBlock
 from llama_index.core.llms import LLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 
@@ -167,7 +167,7 @@ class _Stream:
 class LlamaIndexBackend(BackendBase):
     """Calls one LlamaIndex LLM, with tools when the request has them."""
 
-    __slots__ = ("_model", "_provider", "kwargs", "llm", "parser", "tool_kwargs", "tools")
+    __slots__ = ("_model", "_provider", "instructions", "kwargs", "llm", "parser", "tool_kwargs", "tools")
 
     def __init__(
         self,
@@ -179,8 +179,11 @@ class LlamaIndexBackend(BackendBase):
         tools: Sequence[Any] = (),
         tool_kwargs: dict[str, Any] | None = None,
         parser: Parser | None = None,
+        instructions: Callable[[str], str] | None = None,
     ) -> None:
         self.llm = llm
+        self.instructions = instructions
+        """Rewrites the last user turn (a text program's format instructions), for this rung only."""
         self._provider = provider
         self._model = model
         self.kwargs = kwargs or {}
@@ -200,11 +203,16 @@ class LlamaIndexBackend(BackendBase):
     def request_options(self) -> dict[str, Any]:
         return self.kwargs
 
-    @staticmethod
-    def messages(request: Request) -> list[ChatMessage]:
-        if request.native is not None:
-            return list(request.native)
-        return to_chat_messages(request.messages)
+    def messages(self, request: Request) -> list[ChatMessage]:
+        messages = list(request.native) if request.native is not None else to_chat_messages(request.messages)
+        if self.instructions is None:
+            return messages
+        for i in range(len(messages) - 1, -1, -1):
+            if messages[i].role == MessageRole.USER:
+                content = self.instructions(messages[i].content or "")
+                messages[i] = messages[i].model_copy(update={"blocks": [TextBlock(text=content)]})
+                break
+        return messages
 
     def invoke(self, request: Request) -> ModelOutput:
         messages = self.messages(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from llama_index.core.base.llms.generic_utils import (
@@ -222,7 +222,13 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
     # -- building a call -----------------------------------------------------------------------
 
     def _call(
-        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], parser: Parser | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        kwargs: dict[str, Any],
+        parser: Parser | None = None,
+        *,
+        per_rung: Callable[[LLM, str | None, str | None], LlamaIndexBackend] | None = None,
+        structured: bool = False,
     ) -> Call:
         kwargs = dict(kwargs)
         tools = kwargs.pop("tools", None) or ()
@@ -230,7 +236,9 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
             k: kwargs.pop(k) for k in ("allow_parallel_tool_calls", "tool_required") if k in kwargs
         }
         backends = [
-            LlamaIndexBackend(
+            per_rung(llm, p, m)
+            if per_rung is not None
+            else LlamaIndexBackend(
                 llm, provider=p, model=m, kwargs=kwargs, tools=tools, tool_kwargs=tool_kwargs, parser=parser
             )
             for llm, (p, m) in zip(self._ladder.models, self._ladder.identities, strict=True)
@@ -241,7 +249,9 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
             return LlamaIndexBackend(llm, provider=provider, model=name)
 
         tool_names = frozenset(t.metadata.get_name() for t in tools) if tools else None
-        request = Request(list(messages), to_messages=to_core_messages, tool_names=tool_names)
+        request = Request(
+            list(messages), to_messages=to_core_messages, tool_names=tool_names, structured=structured
+        )
         # LlamaIndex ends its span of a streaming call when the generator is returned, before it
         # runs: trace under the context of the call, not of whoever consumes the stream.
         return Call(request, backends, resolve, otel_context.get_current())
@@ -393,19 +403,49 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         prompt_args: dict[str, Any],
         llm_kwargs: dict[str, Any] | None,
     ) -> Call:
+        """Each rung answers as LlamaIndex's own ``structured_predict`` would make it: a
+        function-calling model through a forced tool call, any other through a text program
+        (the schema's format instructions in the prompt, JSON parsed from the answer)."""
+        from llama_index.core.output_parsers import PydanticOutputParser
         from llama_index.core.program.function_program import get_function_tool
 
         tool = get_function_tool(output_cls)
+        text_parser = PydanticOutputParser(output_cls)
         messages = prompt.format_messages(llm=self, **prompt_args)
+        kwargs = dict(llm_kwargs or {})
 
-        def parse(llm: LLM, response: ChatResponse) -> Model:
-            if not isinstance(llm, FunctionCallingLLM):
-                raise ValueError("this rung does not call functions")
-            calls = llm.get_tool_calls_from_response(response, error_on_no_tool_call=True)
+        def from_tool_call(llm: LLM, response: ChatResponse) -> Model:
+            assert isinstance(llm, FunctionCallingLLM)
+            calls = llm.get_tool_calls_from_response(response, error_on_no_tool_call=False)
+            if not calls:
+                raise ValueError("the answer holds no tool call with the structured output")
             return output_cls.model_validate(calls[0].tool_kwargs)
 
-        kwargs = {**(llm_kwargs or {}), "tools": [tool], "tool_required": True}
-        return self._call(messages, kwargs, parser=parse)
+        def from_text(llm: LLM, response: ChatResponse) -> Model:
+            parsed = text_parser.parse(response.message.content or "")
+            return output_cls.model_validate(parsed)
+
+        def per_rung(llm: LLM, provider: str | None, name: str | None) -> LlamaIndexBackend:
+            if isinstance(llm, FunctionCallingLLM) and llm.metadata.is_function_calling_model:
+                return LlamaIndexBackend(
+                    llm,
+                    provider=provider,
+                    model=name,
+                    kwargs=kwargs,
+                    tools=[tool],
+                    tool_kwargs={"tool_required": True},
+                    parser=from_tool_call,
+                )
+            return LlamaIndexBackend(
+                llm,
+                provider=provider,
+                model=name,
+                kwargs=kwargs,
+                parser=from_text,
+                instructions=text_parser.format,
+            )
+
+        return self._call(messages, kwargs, per_rung=per_rung, structured=True)
 
     def structured_predict(
         self,
