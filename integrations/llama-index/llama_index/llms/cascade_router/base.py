@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from llama_index.core.base.llms.generic_utils import (
@@ -42,6 +42,7 @@ from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent
 from cascade_router.errors import ConfigError
 from cascade_router.ladder import Binding, Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request
+from cascade_router.model_spec import build_error, model_spec
 from cascade_router.openai_format import asking_logprobs
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -77,9 +78,41 @@ def resolve_llm(value: Any, field: str) -> LLM:
             return llm_cls(model=model)  # type: ignore[no-any-return]
         except Exception as exc:
             raise ConfigError(field, f"cannot resolve {value!r}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(value, Mapping):
+        return _llm_from_mapping(value, field)
     raise ConfigError(
-        field, f"expected a LlamaIndex LLM or a 'provider:model' string, got {type(value).__name__}"
+        field,
+        f"expected a LlamaIndex LLM, a 'provider:model' string or a mapping {{provider, model, ...}}, "
+        f"got {type(value).__name__}",
     )
+
+
+def _llm_from_mapping(value: Mapping[str, Any], field: str) -> LLM:
+    """The provider's LlamaIndex class with the other keys as its parameters. The format is the
+    one every entry point reads: ``base_url`` is LlamaIndex's ``api_base``, and an ``openai``
+    model on a ``base_url`` (a self-hosted server) is an ``OpenAILike`` chat model, since
+    ``OpenAI`` refuses model names it does not know."""
+    spec = model_spec(value, field)
+    options = dict(spec.options)
+    if "base_url" in options:
+        options["api_base"] = options.pop("base_url")
+    target = _PROVIDER_CLASSES.get(spec.provider)
+    if spec.provider == "openai" and "api_base" in options:
+        target = ("llama_index.llms.openai_like", "OpenAILike", "llama-index-llms-openai-like")
+        options.setdefault("is_chat_model", True)
+    if target is None:
+        raise ConfigError(field, f"unknown provider {spec.provider!r}; known: {sorted(_PROVIDER_CLASSES)}")
+    module, cls, package = target
+    try:
+        import importlib
+
+        llm_cls = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise ConfigError(field, f"cannot build {spec.provider}:{spec.model}: pip install {package}") from exc
+    try:
+        return llm_cls(model=spec.model, **options)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise build_error(field, spec, exc) from exc
 
 
 LLAMA_INDEX_BINDING: Binding[LLM] = Binding(
