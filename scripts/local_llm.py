@@ -48,6 +48,15 @@ def missing() -> str | None:
     return None
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,10 +68,18 @@ def start(timeout: float = 120.0, port: int | None = None) -> Server:
     reason = missing()
     if reason:
         raise RuntimeError(reason)
+    if port is not None and not _port_free(port):
+        # Another process (an old server?) holds it: it would answer our readiness check.
+        raise RuntimeError(
+            f"port {port} is already in use on 127.0.0.1 (an old server? stop it, e.g. "
+            "`pkill -f llama_cpp.server`, or set CASCADE_LLM_PORT)"
+        )
     port = port or _free_port()
     log = ROOT / "models" / f"server-{port}.log"
     log.parent.mkdir(exist_ok=True)
-    with log.open("wb") as out:
+    with log.open("ab") as out:  # appended: an earlier run's log is kept
+        out.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} starting on port {port}\n".encode())
+        out.flush()
         process = subprocess.Popen(
             [
                 str(PYTHON),
@@ -95,10 +112,13 @@ def start(timeout: float = 120.0, port: int | None = None) -> Server:
             raise RuntimeError(f"the LLM server exited with {process.returncode}; see {log}")
         try:
             with urllib.request.urlopen(f"{url}/models", timeout=2) as response:
-                json.loads(response.read())
-            return Server(url, process, log)
-        except OSError:
-            time.sleep(0.5)
+                served = json.loads(response.read())
+            # Ready when our own process is alive and serves our model.
+            if process.poll() is None and any(m.get("id") == MODEL_NAME for m in served.get("data", [])):
+                return Server(url, process, log)
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
     process.terminate()
     raise RuntimeError(f"the LLM server did not answer within {timeout:.0f} s; see {log}")
 

@@ -100,7 +100,8 @@ def test_phoenix_shows_the_cascade_trace(phoenix: str) -> None:
     deadline = time.monotonic() + 60
     spans: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        data = get_json(f"{phoenix}/v1/projects/default/spans?limit=100")["data"]
+        # configure_tracing's service name is the Phoenix project, not "default"
+        data = get_json(f"{phoenix}/v1/projects/cascade-e2e/spans?limit=100")["data"]
         spans = [s for s in data if s["context"]["trace_id"] == trace_id]
         if len(spans) == 5:
             break
@@ -117,6 +118,10 @@ def test_phoenix_shows_the_cascade_trace(phoenix: str) -> None:
     assert workflow["parent_id"] is None
     assert workflow["span_kind"] == "CHAIN"  # not UNKNOWN: the workflow span says what it is
     assert workflow["attributes"]["cascade.answered_by.model"] == "strong"
+    assert workflow["attributes"]["cascade.answered_by.name"] == "strong"
+    # trace lists show who answered, not "--" (no prompt content: capture is off)
+    assert workflow["attributes"]["output.value"].startswith("answered by strong (strong), rung 1")
+    assert workflow["attributes"]["input.value"] == "1 message (content not recorded)"
     assert workflow["attributes"]["cascade.request_id"] == message.response_metadata["cascade"]["request_id"]
     rung0 = by_name["cascade.rung 0 cheap"]
     assert rung0["parent_id"] == workflow["context"]["span_id"]

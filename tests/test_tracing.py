@@ -63,10 +63,10 @@ def test_accepted_request_tree_and_attributes(spans: InMemorySpanExporter) -> No
     message = ladder([CONFIDENT], ["S"]).invoke("Capital of France?")
     got = spans.get_finished_spans()
     names = by_name(got)
-    assert set(names) == {"invoke_workflow geo", "cascade.rung 0 cheap-model", "chat cheap-model"}
+    assert set(names) == {"invoke_workflow geo", "cascade.rung 0 cheap (cheap-model)", "chat cheap-model"}
     workflow, rung, chat = (
         names["invoke_workflow geo"],
-        names["cascade.rung 0 cheap-model"],
+        names["cascade.rung 0 cheap (cheap-model)"],
         names["chat cheap-model"],
     )
     assert parent_of(workflow, got) is None
@@ -115,14 +115,14 @@ def test_accepted_request_tree_and_attributes(spans: InMemorySpanExporter) -> No
 def test_escalation_and_error_spans(spans: InMemorySpanExporter) -> None:
     ladder([UNSURE], ["S"]).invoke("q")
     names = by_name(spans.get_finished_spans())
-    rung0 = dict(names["cascade.rung 0 cheap-model"].attributes or {})
+    rung0 = dict(names["cascade.rung 0 cheap (cheap-model)"].attributes or {})
     assert rung0["cascade.decision"] == "escalate"
-    assert rung0["cascade.escalation.reason"] == "score 0.300 < threshold 0.8"
+    assert rung0["cascade.decision.reason"] == "score 0.300 < threshold 0.8"
     assert names["invoke_workflow geo"].attributes["cascade.answered_by.rung"] == 1  # type: ignore[index]
     spans.clear()
     ladder([ConnectionError("HTTP 503")], ["S"]).invoke("q")
     names = by_name(spans.get_finished_spans())
-    rung0_span, chat0 = names["cascade.rung 0 cheap-model"], names["chat cheap-model"]
+    rung0_span, chat0 = names["cascade.rung 0 cheap (cheap-model)"], names["chat cheap-model"]
     assert rung0_span.attributes["cascade.decision"] == "error"  # type: ignore[index]
     assert rung0_span.attributes["error.type"] == "ConnectionError"  # type: ignore[index]
     assert rung0_span.status.status_code == StatusCode.ERROR
@@ -154,15 +154,15 @@ async def test_streaming_and_async_give_the_same_tree(spans: InMemorySpanExporte
     names = by_name(got)
     assert set(names) == {
         "invoke_workflow geo",
-        "cascade.rung 0 cheap-model",
+        "cascade.rung 0 cheap (cheap-model)",
         "chat cheap-model",
-        "cascade.rung 1 strong-model",
+        "cascade.rung 1 strong (strong-model)",
         "chat strong-model",
     }
     workflow = names["invoke_workflow geo"]
     for rung, chat in (
-        ("cascade.rung 0 cheap-model", "chat cheap-model"),
-        ("cascade.rung 1 strong-model", "chat strong-model"),
+        ("cascade.rung 0 cheap (cheap-model)", "chat cheap-model"),
+        ("cascade.rung 1 strong (strong-model)", "chat strong-model"),
     ):
         assert parent_of(names[rung], got) is workflow
         assert parent_of(names[chat], got) is names[rung]
@@ -210,7 +210,7 @@ def test_inference_spans_switch(spans: InMemorySpanExporter) -> None:
     ladder([CONFIDENT], ["S"], inference_spans=False).invoke("q")
     assert {s.name for s in spans.get_finished_spans()} == {
         "invoke_workflow geo",
-        "cascade.rung 0 cheap-model",
+        "cascade.rung 0 cheap (cheap-model)",
     }
 
 

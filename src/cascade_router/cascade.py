@@ -36,6 +36,10 @@ def _request(prompt: Prompt) -> Request:
     raise TypeError(f"expected a prompt string, a list of Message or a Request, got {type(prompt).__name__}")
 
 
+StartAt = int | str | None
+Thresholds = Mapping[int | str, float] | None
+
+
 class Cascade:
     """Runs a ladder whose models are ``Backend`` objects (native SDK backends, replays, fakes),
     with no LLM framework involved.
@@ -106,24 +110,34 @@ class Cascade:
     def __repr__(self) -> str:
         return f"Cascade({self.ladder.label!r}, name={self.name!r})"
 
-    def _call(self, prompt: Prompt) -> Call:
-        return Call(_request(prompt), self.ladder.models, self._resolve)
+    def _call(self, prompt: Prompt, start_at: StartAt = None, thresholds: Thresholds = None) -> Call:
+        overrides = self.ladder.overrides(start_at, thresholds)
+        return Call(_request(prompt), self.ladder.models, self._resolve, overrides=overrides)
 
     def _resolve(self, model: Any, rung: int) -> Backend:
         return self.ladder.judge(model, rung)[0]
 
-    def invoke(self, prompt: Prompt) -> Result:
-        return self.ladder.engine.run(self._call(prompt))
+    # ``start_at`` (a rung's name or index) skips the rungs below it for this request;
+    # ``thresholds`` ({rung: threshold}) replaces rungs' thresholds for this request.
 
-    async def ainvoke(self, prompt: Prompt) -> Result:
-        return await self.ladder.engine.arun(self._call(prompt))
+    def invoke(self, prompt: Prompt, *, start_at: StartAt = None, thresholds: Thresholds = None) -> Result:
+        return self.ladder.engine.run(self._call(prompt, start_at, thresholds))
 
-    def stream(self, prompt: Prompt) -> Iterator[StreamEvent]:
+    async def ainvoke(
+        self, prompt: Prompt, *, start_at: StartAt = None, thresholds: Thresholds = None
+    ) -> Result:
+        return await self.ladder.engine.arun(self._call(prompt, start_at, thresholds))
+
+    def stream(
+        self, prompt: Prompt, *, start_at: StartAt = None, thresholds: Thresholds = None
+    ) -> Iterator[StreamEvent]:
         """Events: ``LiveChunk`` / ``WholeAnswer`` carry the answer, ``Finished`` the result."""
-        return self.ladder.engine.stream(self._call(prompt))
+        return self.ladder.engine.stream(self._call(prompt, start_at, thresholds))
 
-    def astream(self, prompt: Prompt) -> AsyncIterator[StreamEvent]:
-        return self.ladder.engine.astream(self._call(prompt))
+    def astream(
+        self, prompt: Prompt, *, start_at: StartAt = None, thresholds: Thresholds = None
+    ) -> AsyncIterator[StreamEvent]:
+        return self.ladder.engine.astream(self._call(prompt, start_at, thresholds))
 
     def record_feedback(
         self, request_id: str, score: float | bool, *, comment: str | None = None, rung: int | None = None

@@ -72,7 +72,9 @@ class Rung(BaseModel):
     error, the scorer: a scorer error) and the ladder moves on. Unset: the ladder's
     ``timeout``; an explicit null: no limit for this rung."""
     price: Price | None = None
-    """Price per million tokens; overrides the `genai-prices` catalog."""
+    """Price per million tokens; overrides the `genai-prices` catalog. ``0`` (or ``free``) for
+    a model that costs nothing, such as one on your own machine: its calls then cost $0, where a
+    model the catalog does not know costs "unknown"."""
     provider: str | None = None
     """Provider id for pricing and telemetry, when the adapter cannot tell (``openai``...)."""
     on_missing: OnMissing = "escalate"
@@ -100,6 +102,19 @@ class Rung(BaseModel):
     def _model_given(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             raise ValueError("a rung needs a model")
+        return value
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _free(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "free":
+            return Price(input_per_mtok=0, output_per_mtok=0)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value == 0:
+                return Price(input_per_mtok=0, output_per_mtok=0)
+            raise ValueError(
+                "a price other than 0 needs both parts: {input_per_mtok: ..., output_per_mtok: ...}"
+            )
         return value
 
     @field_validator("threshold", "timeout", "max_retries", mode="before")

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -62,6 +62,19 @@ class Call:
     """The OpenTelemetry context to trace under, captured when the call was made. Needed where a
     stream is consumed after the call returned (LlamaIndex): by then the caller's span may be
     closed and the current context another one. None: the context current when the request starts."""
+    overrides: Overrides | None = None
+    """This request's own start rung and thresholds (``resolve_overrides``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Per-request changes to the ladder: where to start and which thresholds to use."""
+
+    start_at: int = 0
+    """The first rung to call; the ones below it are skipped (a premium user straight to the
+    strong model, say)."""
+    thresholds: Mapping[int, float] = field(default_factory=dict)
+    """Rung index to the threshold this request uses instead of the rung's own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +209,7 @@ class Engine:
             )
         # 128 random bits as hex, like uuid4().hex, at a fraction of its cost.
         return _InFlight(
-            self.telemetry.start_request(call.otel_context),
+            self.telemetry.start_request(call.otel_context, call.request),
             os.urandom(16).hex(),
             time.perf_counter(),
             [],
@@ -419,9 +432,21 @@ class Engine:
 
         return self._with_retries(rung, once)
 
+    def _rung(self, call: Call, index: int) -> RungRuntime:
+        """Rung ``index`` as this request runs it (with its threshold override, if any)."""
+        rung = self.rungs[index]
+        overrides = call.overrides
+        if overrides is not None and index in overrides.thresholds:
+            return replace(rung, threshold=overrides.thresholds[index])
+        return rung
+
+    def _next(self, call: Call, attempts: list[Attempt]) -> int | None:
+        start = call.overrides.start_at if call.overrides is not None else 0
+        return policy.next_rung(attempts, len(self.rungs), start)
+
     def _attempt(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
         """Call rung ``index`` and append its attempt (also when the call is cut off)."""
-        rung, backend = self.rungs[index], call.backends[index]
+        rung, backend = self._rung(call, index), call.backends[index]
         span = req.rung(index, rung.name, rung.model or backend.model)
         attempt: Attempt | None = None
         t0 = time.perf_counter()
@@ -501,7 +526,7 @@ class Engine:
         req, attempts = state.span, state.attempts
         try:
             with req.active():
-                while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+                while (index := self._next(call, attempts)) is not None:
                     self._attempt(call, index, req, attempts)
             result = self._conclude(attempts)
         except BaseException as exc:
@@ -524,7 +549,7 @@ class Engine:
         return await self._awith_retries(rung, once)
 
     async def _aattempt(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
-        rung, backend = self.rungs[index], call.backends[index]
+        rung, backend = self._rung(call, index), call.backends[index]
         span = req.rung(index, rung.name, rung.model or backend.model)
         attempt: Attempt | None = None
         t0 = time.perf_counter()
@@ -605,7 +630,7 @@ class Engine:
         req, attempts = state.span, state.attempts
         try:
             with req.active():
-                while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+                while (index := self._next(call, attempts)) is not None:
                     await self._aattempt(call, index, req, attempts)
             result = self._conclude(attempts)
         except BaseException as exc:
@@ -673,13 +698,13 @@ class Engine:
         req, attempts = state.span, state.attempts
         live: set[int] = set()
         try:
-            while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+            while (index := self._next(call, attempts)) is not None:
                 if not self._streams_live(index):
                     with req.active():
                         self._attempt(call, index, req, attempts)
                     continue
                 live.add(index)
-                rung, backend = self.rungs[index], call.backends[index]
+                rung, backend = self._rung(call, index), call.backends[index]
                 span = req.rung(index, rung.name, rung.model or backend.model)
                 model_span = span.call(backend, call.request, role="rung", stream=True)
                 t1 = time.perf_counter()
@@ -760,13 +785,13 @@ class Engine:
         req, attempts = state.span, state.attempts
         live: set[int] = set()
         try:
-            while (index := policy.next_rung(attempts, len(self.rungs))) is not None:
+            while (index := self._next(call, attempts)) is not None:
                 if not self._streams_live(index):
                     with req.active():
                         await self._aattempt(call, index, req, attempts)
                     continue
                 live.add(index)
-                rung, backend = self.rungs[index], call.backends[index]
+                rung, backend = self._rung(call, index), call.backends[index]
                 span = req.rung(index, rung.name, rung.model or backend.model)
                 model_span = span.call(backend, call.request, role="rung", stream=True)
                 t1 = time.perf_counter()

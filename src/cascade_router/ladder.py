@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from cascade_router import policy
 from cascade_router.config import LadderSettings, Rung, as_rungs, check_ladder, validation_problem
-from cascade_router.engine import Engine
+from cascade_router.engine import Engine, Overrides
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog, shared_log
 from cascade_router.observability.redaction import register_object_secrets
@@ -189,6 +189,36 @@ class Ladder(Generic[M]):
         if ref is None:
             return (self.models[rung], *self.identities[rung])
         return self.judges.get(ref)
+
+    def overrides(
+        self, start_at: int | str | None = None, thresholds: Mapping[int | str, float] | None = None
+    ) -> Overrides | None:
+        """One request's overrides, rungs named by index or name; None when there are none.
+
+        Raises ``ConfigError`` naming what is wrong: an unknown rung, a threshold outside [0, 1].
+        """
+        if start_at is None and not thresholds:
+            return None
+        start = 0 if start_at is None else self._rung_index(start_at, "start_at")
+        resolved: dict[int, float] = {}
+        for ref, value in (thresholds or {}).items():
+            index = self._rung_index(ref, f"thresholds[{ref!r}]")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ConfigError(f"thresholds[{ref!r}]", f"expected a number in [0, 1], got {value!r}")
+            resolved[index] = float(value)
+        return Overrides(start, resolved)
+
+    def _rung_index(self, ref: int | str, field_name: str) -> int:
+        names = [r.name for r in self.engine.rungs]
+        if isinstance(ref, bool):
+            raise ConfigError(field_name, f"expected a rung name or index, got {ref!r}")
+        if isinstance(ref, int):
+            if 0 <= ref < len(names):
+                return ref
+            raise ConfigError(field_name, f"no rung {ref}: the ladder has rungs 0..{len(names) - 1}")
+        if isinstance(ref, str) and ref in names:
+            return names.index(ref)
+        raise ConfigError(field_name, f"no rung named {ref!r}; the rungs are {names}")
 
     @property
     def decision_log(self) -> DecisionLog | None:

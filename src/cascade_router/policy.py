@@ -147,10 +147,11 @@ def decide(rule: RungRule, evidence: Evidence, *, final: bool) -> Verdict:
     return Verdict("escalate", f"score {score:.3f} < threshold {threshold:g}")
 
 
-def next_rung(attempts: Sequence[AttemptView], n_rungs: int) -> int | None:
-    """The rung to call next, or None when the request is decided."""
+def next_rung(attempts: Sequence[AttemptView], n_rungs: int, start_at: int = 0) -> int | None:
+    """The rung to call next, or None when the request is decided. ``start_at``: the first rung
+    this request may use (a per-request override; the rungs below it are skipped)."""
     if not attempts:
-        return 0
+        return start_at if start_at < n_rungs else None
     last = attempts[-1]
     if last.decision == "accept":
         return None

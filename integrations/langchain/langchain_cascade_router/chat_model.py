@@ -386,6 +386,11 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         unobserved: bool = False,
     ) -> Call:
         stop = stop if stop is not None else self.stop
+        # This request's overrides (invoke kwargs, .bind(), or the config's configurable keys)
+        # are the cascade's, never passed on to the rungs.
+        kwargs = dict(kwargs)
+        start_at, thresholds = kwargs.pop("start_at", None), kwargs.pop("thresholds", None)
+        overrides = self._ladder.ladder.overrides(start_at, thresholds)
         call_kwargs = self._call_kwargs(kwargs)
         ladder = self._ladder
         # The cascade's run: handed in by generate(), published by stream() / astream() (which
@@ -426,7 +431,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             structured=parser is not None,
             keep_unparsed=ladder.keep_unparsed,
         )
-        return Call(request, _LazyBackends(len(runnables), build), resolve)
+        return Call(request, _LazyBackends(len(runnables), build), resolve, overrides=overrides)
 
     # Token usage. The rungs' calls are child runs that report their own usage to callback
     # handlers (LangSmith, get_usage_metadata_callback, OpenTelemetry instrumentations), so the
@@ -531,6 +536,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
+        kwargs = _configured(config, kwargs)
         if not self._unobserved(config):
             return super().invoke(input, config, stop=stop, **kwargs)
         messages = self._convert_input(input).to_messages()
@@ -545,6 +551,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
+        kwargs = _configured(config, kwargs)
         if not self._unobserved(config):
             return await super().ainvoke(input, config, stop=stop, **kwargs)
         messages = self._convert_input(input).to_messages()
@@ -580,6 +587,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         # LangChain's stream() opens the cascade's run but calls _stream without its run
         # manager: the run's id is chosen here and what the run passes on is published for
         # _stream, so that the rungs' runs are its children (and unstreamed, see _runs).
+        kwargs = _configured(config, kwargs)
         config = ensure_config(config)
         run_id = config.get("run_id") or uuid.uuid4()
         config = {**config, "run_id": run_id}
@@ -604,6 +612,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
+        kwargs = _configured(config, kwargs)
         config = ensure_config(config)
         run_id = config.get("run_id") or uuid.uuid4()
         config = {**config, "run_id": run_id}
@@ -744,6 +753,17 @@ def _present(parsed: Any) -> Any:
             "the answer holds no structured output (it is text, not the schema's tool call)"
         )
     return parsed
+
+
+CONFIGURABLE = {"cascade_start_at": "start_at", "cascade_thresholds": "thresholds"}
+"""``config["configurable"]`` keys read as this request's overrides (``with_config``)."""
+
+
+def _configured(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the overrides a config's ``configurable`` asks for (explicit kwargs win)."""
+    configurable = (config or {}).get("configurable") or {}
+    found = {arg: configurable[key] for key, arg in CONFIGURABLE.items() if key in configurable}
+    return {**found, **kwargs} if found else kwargs
 
 
 def _cascade_metadata(result: Result, usage: Usage | None = None) -> dict[str, Any]:

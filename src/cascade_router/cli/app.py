@@ -20,10 +20,15 @@ from cascade_router.observability.decision_log import DecisionLog, SchemaError, 
 from cascade_router.observability.log_stats import summarize
 from cascade_router.observability.redaction import redact, safe_url
 
+# Plain help: typer's rich help shows a type beside every option, "<bool>" for a flag such as
+# --local too, which reads as if the flag took a value.
 app = typer.Typer(
-    help="cascade-router: cheap-first model cascades.", no_args_is_help=True, pretty_exceptions_enable=False
+    help="cascade-router: cheap-first model cascades.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True)
+log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(log_app, name="log")
 _cli_eval.register(app)
 _cli_demo.register(app)
@@ -109,6 +114,12 @@ def show(request_id: str, db: Db) -> None:
     """Every attempt of one request, with scores, reasons, tokens and costs, and its feedback."""
     log = _open(db)
     record = log.get(request_id)
+    if record is None:
+        # A unique prefix is enough: `log list` shows ids cut short on narrow screens.
+        matches = log.ids_starting_with(request_id)
+        if len(matches) > 1:
+            _fail(f"{request_id!r} is the start of more than one request id: give more of it", 1)
+        record = log.get(matches[0]) if matches else None
     if record is None:
         _fail(f"no request {request_id!r} in {safe_url(database_url(db))}", 1)
     console = _out()

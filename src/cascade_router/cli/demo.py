@@ -130,6 +130,24 @@ def _check_keys(config: Path) -> None:
             raise ConfigError(f"rungs[{i}].model", f"{provider} needs {key} set in the environment")
 
 
+def _server_problem(url: str, timeout: float = 3.0) -> str | None:
+    """Why the OpenAI-compatible server at ``url`` is not usable (None: it lists its models)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/models", timeout=timeout) as response:
+            json.load(response)
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code} on /models"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+    except ValueError:
+        return "its /models is not JSON"
+    return None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_command(
@@ -162,6 +180,14 @@ def register(app: typer.Typer) -> None:
         if local and config is not None:
             raise typer.BadParameter("give --local or --config, not both")
         if local:
+            problem = _server_problem(url)
+            if problem is not None:
+                typer.echo(
+                    f"no LLM server answers at {url} ({problem}); start one with "
+                    "`python scripts/local_llm.py serve` (see docs/local-llm.md), or pass --url",
+                    err=True,
+                )
+                raise typer.Exit(1)
             cascade = Cascade.from_config(demo.local_ladder(url), decision_log=log)
             _live(console, cascade, requests or 5, seed, f"live: Gemma 3 270M at {url}, short → long budget")
         elif config is not None:

@@ -176,6 +176,7 @@ def local_ladder(url: str, threshold: float = 0.9) -> dict[str, Any]:
                 "model": {**common, "max_tokens": 16, "temperature": 0.0},
                 "name": "gemma-short",
                 "provider": "local",
+                "price": 0,  # on this machine: free, not unknown
                 "scorer": {"kind": "logprob", "aggregate": "mean"},
                 "threshold": threshold,
             },
@@ -183,6 +184,7 @@ def local_ladder(url: str, threshold: float = 0.9) -> dict[str, Any]:
                 "model": {**common, "max_tokens": 96, "temperature": 0.0, "logprobs": False},
                 "name": "gemma-long",
                 "provider": "local",
+                "price": 0,
             },
         ],
     }

@@ -604,6 +604,19 @@ class DecisionLog:
         record["feedback"] = self._feedback([request_id]).get(request_id, [])
         return record
 
+    def ids_starting_with(self, prefix: str, limit: int = 2) -> list[str]:
+        """Request ids that begin with ``prefix`` (at most ``limit``), for ids cut short on a
+        screen; ``prefix`` is matched literally."""
+        if not prefix:
+            return []
+        with _guard.db_call(), self.engine().connect() as conn:
+            rows = conn.execute(
+                select(requests_table.c.request_id)
+                .where(requests_table.c.request_id.startswith(prefix, autoescape=True))
+                .limit(limit)
+            )
+            return [row[0] for row in rows]
+
     def iter_records(self, batch: int = 500) -> Iterator[dict[str, Any]]:
         """Every record, oldest first, each with its feedback."""
         offset = 0

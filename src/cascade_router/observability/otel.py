@@ -20,6 +20,8 @@ from typing import Literal
 
 from opentelemetry import trace
 
+from cascade_router.observability import semconv as sc
+
 Protocol = Literal["http/protobuf", "grpc"]
 
 _log = logging.getLogger("cascade_router.otel")
@@ -76,7 +78,11 @@ def configure_tracing(
 
         exporter = HttpExporter(endpoint=endpoint, headers=headers)
 
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    # The service name also names the Phoenix project (OpenInference's resource attribute), so
+    # traces land in a project of their own instead of Phoenix's "default".
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service_name, sc.OI_PROJECT: service_name})
+    )
     provider.add_span_processor(BatchSpanProcessor(exporter))  # type: ignore[arg-type]
     if set_global:
         current = trace.get_tracer_provider()

@@ -84,6 +84,19 @@ def _output_json(output: ModelOutput) -> str:
     )
 
 
+def _input_summary(request: Request | None) -> str:
+    """What trace lists show as a request's input: its last user turn when content capture is
+    on, otherwise only how long the conversation is (prompts are not recorded by default)."""
+    if request is None:
+        return ""
+    if _capture_mode() is not None:
+        turns = [m.content for m in request.messages if m.role == "user"]
+        return turns[-1] if turns else ""
+    native = request.native
+    count = len(native) if isinstance(native, list | tuple) else len(request.messages)
+    return f"{count} message{'s' if count != 1 else ''} (content not recorded)"
+
+
 class _Active:
     """Makes a context current for a ``with`` block (never across a ``yield``)."""
 
@@ -218,7 +231,7 @@ class RungSpan:
             if attempt is not None and span.is_recording():
                 attrs: dict[str, Any] = {
                     sc.DECISION: attempt.decision,
-                    sc.ESCALATION_REASON: attempt.reason,
+                    sc.DECISION_REASON: attempt.reason,
                 }
                 if attempt.model:
                     attrs[sc.REQUEST_MODEL] = attempt.model
@@ -273,8 +286,11 @@ class RequestSpan:
             attrs: dict[str, Any] = {sc.RUNG_INDEX: index, sc.RUNG_NAME: name, sc.OI_SPAN_KIND: "CHAIN"}
             if model:
                 attrs[sc.REQUEST_MODEL] = model
+            # Named by the rung and its model: two rungs on one model (a short and a long
+            # budget, say) must not look alike in a trace tree.
+            title = name if not model or model == name else f"{name} ({model})"
             span = self._tel.tracer.start_span(
-                f"cascade.rung {index} {model or name}", context=self.ctx, attributes=attrs
+                f"cascade.rung {index} {title}", context=self.ctx, attributes=attrs
             )
             return RungSpan(self._tel, span, trace.set_span_in_context(span, self.ctx))
         except Exception as exc:
@@ -307,6 +323,19 @@ class RequestSpan:
                     answered = result.answered_by
                     attrs[sc.OUTCOME] = "accepted" if result.outcome == "accepted" else result.outcome
                     attrs[sc.ANSWERED_RUNG] = answered.rung
+                    attrs[sc.ANSWERED_NAME] = answered.name
+                    # What trace lists show for a request: the answer itself only when content
+                    # capture is on, otherwise who answered and how.
+                    if _capture_mode() is not None:
+                        attrs[sc.OI_OUTPUT_VALUE] = result.output.text
+                    else:
+                        n = len(attempts)
+                        attrs[sc.OI_OUTPUT_VALUE] = (
+                            f"answered by {answered.name} ({answered.model or 'unknown model'}), rung "
+                            f"{answered.rung}, after {n} attempt{'s' if n != 1 else ''}"
+                            " (content not recorded)"
+                        )
+                    attrs[sc.OI_OUTPUT_MIME] = "text/plain"
                     if answered.model:
                         attrs[sc.ANSWERED_MODEL] = answered.model
                     if answered.provider:
@@ -358,7 +387,9 @@ class Telemetry:
         self.untraced = RequestSpan(self, None, None, None)
         """A request that records nothing (offline probes, tracing off)."""
 
-    def start_request(self, parent: otel_context.Context | None = None) -> RequestSpan:
+    def start_request(
+        self, parent: otel_context.Context | None = None, request: Request | None = None
+    ) -> RequestSpan:
         if not self.enabled:
             return self.untraced
         if not self._explicit_provider and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
@@ -381,6 +412,8 @@ class Telemetry:
                     sc.WORKFLOW_NAME: self.name,
                     sc.LADDER: self.ladder,
                     sc.OI_SPAN_KIND: "CHAIN",
+                    sc.OI_INPUT_VALUE: _input_summary(request),
+                    sc.OI_INPUT_MIME: "text/plain",
                 },
             )
             span_ctx = span.get_span_context()

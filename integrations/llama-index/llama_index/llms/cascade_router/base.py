@@ -31,6 +31,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
+from llama_index.llms.cascade_router import records
 from llama_index.llms.cascade_router._backend import LlamaIndexBackend, Parser, identity, to_core_messages
 from opentelemetry import context as otel_context
 from pydantic import BaseModel, PrivateAttr, ValidationInfo, field_validator, model_validator
@@ -264,6 +265,8 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         structured: bool = False,
     ) -> Call:
         kwargs = dict(kwargs)
+        # This request's overrides (chat(..., start_at="strong", thresholds={"cheap": 0.9})).
+        overrides = self._ladder.overrides(kwargs.pop("start_at", None), kwargs.pop("thresholds", None))
         tools = kwargs.pop("tools", None) or ()
         tool_kwargs: dict[str, Any] = {
             k: kwargs.pop(k) for k in ("allow_parallel_tool_calls", "tool_required") if k in kwargs
@@ -287,7 +290,7 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         )
         # LlamaIndex ends its span of a streaming call when the generator is returned, before it
         # runs: trace under the context of the call, not of whoever consumes the stream.
-        return Call(request, backends, resolve, otel_context.get_current())
+        return Call(request, backends, resolve, otel_context.get_current(), overrides=overrides)
 
     def _response(self, result: Result, structured: bool = False) -> ChatResponse:
         raw: ChatResponse = result.output.raw
@@ -299,7 +302,7 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
             message=message,
             raw=raw.raw,
             logprobs=raw.logprobs,
-            additional_kwargs={**raw.additional_kwargs, "cascade": _cascade_metadata(result)},
+            additional_kwargs={**raw.additional_kwargs, "cascade": _noted(result)},
         )
 
     # -- chat and complete ---------------------------------------------------------------------
@@ -490,6 +493,7 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         """Structured output validated on every rung: a rung whose arguments do not validate
         against ``output_cls`` is invalid and the ladder escalates."""
         result = self._engine.run(self._structured_call(output_cls, prompt, prompt_args, llm_kwargs))
+        _noted(result)
         parsed: Model = result.output.extra["parsed"]
         return parsed
 
@@ -501,8 +505,16 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         **prompt_args: Any,
     ) -> Model:
         result = await self._engine.arun(self._structured_call(output_cls, prompt, prompt_args, llm_kwargs))
+        _noted(result)
         parsed: Model = result.output.extra["parsed"]
         return parsed
+
+
+def _noted(result: Result) -> dict[str, Any]:
+    """The answer's cascade record, also handed to the ``cascade_records()`` blocks around it."""
+    record = _cascade_metadata(result)
+    records.note(record)
+    return record
 
 
 def _cascade_metadata(result: Result) -> dict[str, Any]:
