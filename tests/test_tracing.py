@@ -321,3 +321,55 @@ def test_telemetry_bug_never_fails_a_request(caplog: pytest.LogCaptureFixture) -
         assert [llm.invoke("q").content for _ in range(3)] == ["Paris"] * 3
     reports = [r for r in caplog.records if "telemetry failed" in r.getMessage()]
     assert len(reports) == 1  # reported once, not once per request
+
+
+def test_two_rungs_on_one_model_are_told_apart(spans: InMemorySpanExporter) -> None:
+    same = "gemma-3-270m"
+    llm = CascadeChatModel(
+        rungs=[
+            {
+                "model": ScriptedChatModel(model_name=same, replies=[Reply("x", confidence=0.1)]),
+                "name": "short",
+                "scorer": LogprobScorer(),
+                "threshold": 0.5,
+            },
+            {"model": ScriptedChatModel(model_name=same, replies=["y"]), "name": "long"},
+        ],
+        name="bot",
+    )
+    llm.invoke("Capital of France?")
+    names = by_name(spans.get_finished_spans())
+    assert "cascade.rung 0 short (gemma-3-270m)" in names
+    assert "cascade.rung 1 long (gemma-3-270m)" in names
+    workflow = dict(names["invoke_workflow bot"].attributes or {})
+    assert workflow["cascade.answered_by.name"] == "long"
+    # trace lists get a summary, and no prompt or answer while capture is off
+    assert workflow["input.value"] == "1 message (content not recorded)"
+    assert workflow["output.value"].startswith("answered by long (gemma-3-270m), rung 1, after 2 attempts")
+    assert "Capital" not in str(workflow)
+    first = dict(names["cascade.rung 0 short (gemma-3-270m)"].attributes or {})
+    last = dict(names["cascade.rung 1 long (gemma-3-270m)"].attributes or {})
+    assert first["cascade.decision.reason"].startswith("score 0.1")
+    assert last["cascade.decision.reason"] == "final rung"  # a decision's reason, not an escalation's
+
+
+def test_summaries_carry_content_when_capture_is_on(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    ladder([CONFIDENT], ["S"]).invoke("Capital of France?")
+    workflow = next(s for s in spans.get_finished_spans() if s.name.startswith("invoke_workflow"))
+    attrs = dict(workflow.attributes or {})
+    assert attrs["input.value"] == "Capital of France?"
+    assert "Paris" in attrs["output.value"]
+
+
+def test_configure_tracing_names_the_phoenix_project() -> None:
+    from cascade_router.observability.otel import configure_tracing
+
+    provider = configure_tracing("support-bot", endpoint="http://127.0.0.1:9/v1/traces", set_global=False)
+    try:
+        assert provider.resource.attributes["openinference.project.name"] == "support-bot"
+        assert provider.resource.attributes["service.name"] == "support-bot"
+    finally:
+        provider.shutdown()
