@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,8 +101,14 @@ def test_phoenix_shows_the_cascade_trace(phoenix: str) -> None:
     deadline = time.monotonic() + 60
     spans: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        # configure_tracing's service name is the Phoenix project, not "default"
-        data = get_json(f"{phoenix}/v1/projects/cascade-e2e/spans?limit=100")["data"]
+        # configure_tracing's service name is the Phoenix project, not "default"; the project
+        # exists once its first spans are in (404 until then)
+        try:
+            data = get_json(f"{phoenix}/v1/projects/cascade-e2e/spans?limit=100")["data"]
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+            data = []
         spans = [s for s in data if s["context"]["trace_id"] == trace_id]
         if len(spans) == 5:
             break
