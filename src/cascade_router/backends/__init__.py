@@ -14,6 +14,7 @@ from typing import Any
 
 from cascade_router.backend import Backend
 from cascade_router.errors import ConfigError
+from cascade_router.model_spec import model_spec
 
 PROVIDERS = ("openai", "anthropic")
 
@@ -40,15 +41,12 @@ def backend_from(spec: Any, field: str) -> Backend:
             raise ConfigError(field, f"expected 'provider:model' (e.g. 'openai:gpt-4o-mini'), got {spec!r}")
         return _build(provider, model, {}, field)
     if isinstance(spec, Mapping):
-        options = dict(spec)
-        provider = options.pop("provider", None)
-        model = options.pop("model", None)
-        if not isinstance(provider, str) or not isinstance(model, str):
-            raise ConfigError(field, "a model mapping needs string 'provider' and 'model' keys")
+        # The same mapping format (and secret registration) as the adapters read.
+        parsed = model_spec(spec, field)
         try:
-            return _build(provider, model, options, field)
+            return _build(parsed.provider, parsed.model, dict(parsed.options), field)
         except TypeError as exc:
-            raise ConfigError(field, f"bad option for the {provider} backend: {exc}") from exc
+            raise ConfigError(field, f"bad option for the {parsed.provider} backend: {exc}") from exc
     raise ConfigError(
         field,
         "expected a cascade_router Backend, a 'provider:model' string or a mapping, "
