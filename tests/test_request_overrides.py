@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
-from llama_index.llms.cascade_router import CascadeLLM
+from llama_index.llms.cascade_router import CascadeLLM, cascade_records
 from llama_index.llms.cascade_router.testing import ScriptedLLM
 
 from cascade_router import Cascade
@@ -127,3 +127,28 @@ def test_llamaindex_chat_takes_them() -> None:
     assert [a["name"] for a in response.additional_kwargs["cascade"]["attempts"]] == ["strong"]
     response = llm.chat(message, thresholds={"cheap": 0.9})
     assert [a["name"] for a in response.additional_kwargs["cascade"]["attempts"]] == ["cheap", "strong"]
+
+
+def test_llamaindex_structured_predict_takes_them_and_rungs_never_see_them() -> None:
+    from llama_index.core.prompts import PromptTemplate
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+
+    seen: list[dict[str, Any]] = []
+
+    class Recording(ScriptedLLM):
+        def chat_with_tools(self, tools: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            seen.append(kwargs)
+            return super().chat_with_tools(tools, **kwargs)
+
+    call = Reply(tool_calls=[{"name": "City", "args": {"name": "Paris"}}])
+    cheap, strong = Recording(model_name="c", replies=[call]), Recording(model_name="s", replies=[call])
+    llm = CascadeLLM(rungs=_specs(cheap, strong))
+    with cascade_records() as records:
+        parsed = llm.structured_predict(City, PromptTemplate("capital?"), llm_kwargs={"start_at": "strong"})
+    assert parsed == City(name="Paris")
+    assert [a["name"] for a in records[-1]["attempts"]] == ["strong"]
+    assert seen
+    assert all("start_at" not in k for k in seen), seen

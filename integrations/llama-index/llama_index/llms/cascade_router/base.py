@@ -261,7 +261,7 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         kwargs: dict[str, Any],
         parser: Parser | None = None,
         *,
-        per_rung: Callable[[LLM, str | None, str | None], LlamaIndexBackend] | None = None,
+        per_rung: Callable[[LLM, str | None, str | None, dict[str, Any]], LlamaIndexBackend] | None = None,
         structured: bool = False,
     ) -> Call:
         kwargs = dict(kwargs)
@@ -272,7 +272,7 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
             k: kwargs.pop(k) for k in ("allow_parallel_tool_calls", "tool_required") if k in kwargs
         }
         backends = [
-            per_rung(llm, p, m)
+            per_rung(llm, p, m, kwargs)
             if per_rung is not None
             else LlamaIndexBackend(
                 llm, provider=p, model=m, kwargs=kwargs, tools=tools, tool_kwargs=tool_kwargs, parser=parser
@@ -448,8 +448,6 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         tool = get_function_tool(output_cls)
         text_parser = PydanticOutputParser(output_cls)
         messages = prompt.format_messages(llm=self, **prompt_args)
-        kwargs = dict(llm_kwargs or {})
-
         def from_tool_call(llm: LLM, response: ChatResponse) -> Model:
             assert isinstance(llm, FunctionCallingLLM)
             calls = llm.get_tool_calls_from_response(response, error_on_no_tool_call=False)
@@ -461,7 +459,10 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
             parsed = text_parser.parse(response.message.content or "")
             return output_cls.model_validate(parsed)
 
-        def per_rung(llm: LLM, provider: str | None, name: str | None) -> LlamaIndexBackend:
+        def per_rung(
+            llm: LLM, provider: str | None, name: str | None, kwargs: dict[str, Any]
+        ) -> LlamaIndexBackend:
+            # kwargs: the call's, without the cascade's own overrides (``_call`` took them out)
             if isinstance(llm, FunctionCallingLLM) and llm.metadata.is_function_calling_model:
                 return LlamaIndexBackend(
                     llm,
@@ -481,7 +482,7 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
                 instructions=text_parser.format,
             )
 
-        return self._call(messages, kwargs, per_rung=per_rung, structured=True)
+        return self._call(messages, dict(llm_kwargs or {}), per_rung=per_rung, structured=True)
 
     def structured_predict(
         self,
