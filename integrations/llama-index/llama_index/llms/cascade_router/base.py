@@ -448,6 +448,7 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
         tool = get_function_tool(output_cls)
         text_parser = PydanticOutputParser(output_cls)
         messages = prompt.format_messages(llm=self, **prompt_args)
+
         def from_tool_call(llm: LLM, response: ChatResponse) -> Model:
             assert isinstance(llm, FunctionCallingLLM)
             calls = llm.get_tool_calls_from_response(response, error_on_no_tool_call=False)
