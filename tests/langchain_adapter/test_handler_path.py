@@ -89,3 +89,50 @@ def test_totals_reach_the_caller_and_not_the_handlers() -> None:
     assert result.llm_output is not None
     assert result.llm_output["token_usage"]["total_tokens"] == sum(rung_totals)
     assert "cascade_token_usage" not in result.llm_output
+
+
+def _switches() -> dict[str, Any]:
+    """Every way LangChain adds handlers to a call that brings none, each as a context."""
+    import contextlib
+
+    from langchain_core.callbacks import get_usage_metadata_callback
+    from langchain_core.globals import set_debug
+    from langchain_core.tracers.context import collect_runs
+
+    @contextlib.contextmanager
+    def debug() -> Iterator[None]:
+        set_debug(True)
+        try:
+            yield
+        finally:
+            set_debug(False)
+
+    @contextlib.contextmanager
+    def env(name: str) -> Iterator[None]:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(name, "true")
+            mp.setenv("LANGSMITH_API_KEY", "lsv2-test-not-a-key")
+            yield
+
+    return {
+        "none": contextlib.nullcontext,
+        "debug": debug,
+        "langsmith_env": lambda: env("LANGSMITH_TRACING"),
+        "langchain_v2_env": lambda: env("LANGCHAIN_TRACING_V2"),
+        "usage_callback": get_usage_metadata_callback,
+        "collect_runs": collect_runs,
+    }
+
+
+@pytest.mark.parametrize("switch", list(_switches()))
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_quick_handler_check_agrees_with_langchains_configure(switch: str, verbose: bool) -> None:
+    """The fast path skips ``CallbackManager.configure`` when nothing would add a handler; it
+    must see every handler LangChain would add (a missed one loses the caller's usage or trace)."""
+    from langchain_cascade_router._runs import langchain_adds_handlers
+
+    with _switches()[switch]():
+        theirs = bool(CallbackManager.configure(None, None, verbose).handlers)
+        assert langchain_adds_handlers(verbose) == theirs
+        if switch == "usage_callback":
+            assert theirs  # the check is able to see a hook

@@ -33,8 +33,17 @@ from langchain_core.callbacks import (
     BaseCallbackHandler,
     CallbackManager,
 )
+from langchain_core.globals import get_debug
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
+from langchain_core.utils.env import env_var_is_set
+
+try:  # LangChain's own switches for the handlers it adds (see langchain_adds_handlers)
+    from langchain_core.tracers.context import _configure_hooks, _tracing_v2_is_enabled
+
+    _hooks: list[Any] | None = _configure_hooks
+except ImportError:  # pragma: no cover - a LangChain without them: always ask it
+    _hooks = None
 
 NOSTREAM = "nostream"
 """LangGraph's tag for runs its ``messages`` stream mode leaves out (``langgraph.constants``)."""
@@ -177,3 +186,27 @@ def parent_from_config(config: RunnableConfig, run_id: UUID, model: Any, *, asyn
         list(manager.inheritable_tags),
         dict(manager.inheritable_metadata),
     )
+
+
+def langchain_adds_handlers(verbose: bool) -> bool:
+    """Whether ``CallbackManager.configure`` would add handlers of its own to a call that brings
+    none: verbose or debug output, LangSmith tracing, or a context hook such as
+    ``get_usage_metadata_callback()``. The same conditions LangChain checks, without building a
+    manager (half the cost); a test holds it to ``configure`` itself. When LangChain's internals
+    move, it answers True and the caller asks LangChain."""
+    if _hooks is None:
+        return True
+    try:
+        if verbose or get_debug() or _tracing_v2_is_enabled():
+            return True
+        # Legacy tracing settings make LangChain raise its own clear error: let it.
+        if env_var_is_set("LANGCHAIN_TRACING") or env_var_is_set("LANGCHAIN_HANDLER"):
+            return True
+        for var, _inheritable, handler_class, env_var in _hooks:
+            if var.get() is not None:
+                return True
+            if env_var is not None and handler_class is not None and env_var_is_set(env_var):
+                return True
+    except Exception:
+        return True
+    return False

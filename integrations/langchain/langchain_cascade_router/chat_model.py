@@ -12,7 +12,6 @@ from typing import Any, Literal, overload
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     BaseCallbackManager,
-    CallbackManager,
     CallbackManagerForLLMRun,
     Callbacks,
 )
@@ -58,6 +57,7 @@ from langchain_cascade_router._runs import (
     RunParent,
     child_callbacks,
     is_streaming_handler,
+    langchain_adds_handlers,
     parent_from_config,
     publish,
     take,
@@ -439,36 +439,44 @@ class CascadeChatModel(BaseChatModel, LadderModel):
     # The caller still gets the request's total on the message: `generate`, `agenerate`,
     # `stream` and `astream` add it after the callbacks have seen the run (`_with_totals`).
 
-    def _message(self, result: Result, usage: Usage) -> AIMessage:
+    def _message(self, result: Result, usage: Usage, **extra: Any) -> AIMessage:
+        """The answering rung's message as the cascade's: its model name, the cascade record and,
+        when asked, its annotation; ``extra`` holds further top-level metadata (the fast path's
+        ``llm_output``, which ``generate`` would merge in) and fields to set."""
         raw = result.output.raw
         assert isinstance(raw, AIMessage)
         model = result.answered_by.model
+        llm_output = extra.pop("llm_output", None) or {}
         update: dict[str, Any] = {
             "response_metadata": {
+                **llm_output,
                 **raw.response_metadata,
                 "model_name": model,
                 "cascade": _cascade_metadata(result, usage),
             },
             "usage_metadata": None,
+            **extra,
         }
         if self.annotate and self._ladder.parser is None:
             update["content"] = _annotate(raw.content, model)
         return raw.model_copy(update=update)
 
+    def _llm_output(self, result: Result, usage: Usage) -> dict[str, Any]:
+        return {
+            "model_name": result.answered_by.model,
+            # Not "token_usage": handlers read that key as this run's own usage.
+            "cascade_token_usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        }
+
     def _chat_result(self, result: Result) -> ChatResult:
         usage = result.usage
-        message = self._message(result, usage)
         return ChatResult(
-            generations=[ChatGeneration(message=message)],
-            llm_output={
-                "model_name": result.answered_by.model,
-                # Not "token_usage": handlers read that key as this run's own usage.
-                "cascade_token_usage": {
-                    "prompt_tokens": usage.input_tokens,
-                    "completion_tokens": usage.output_tokens,
-                    "total_tokens": usage.total_tokens,
-                },
-            },
+            generations=[ChatGeneration(message=self._message(result, usage))],
+            llm_output=self._llm_output(result, usage),
         )
 
     def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -503,29 +511,20 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks
         ):
             return False  # handlers given: no need to ask LangChain which it would add
-        manager = CallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            config.get("metadata"),
-            self.metadata,
-        )
-        return not manager.handlers
+        return not langchain_adds_handlers(self.verbose)
 
     def _fast_message(self, result: Result) -> AIMessage:
         """What ``generate`` makes of the result (``response_metadata`` merged with the run's
-        ``llm_output``, an id, the request's total usage), without a LangChain run."""
-        chat = self._chat_result(result)
-        message = chat.generations[0].message
-        assert isinstance(message, AIMessage)
-        return message.model_copy(
-            update={
-                "response_metadata": {**(chat.llm_output or {}), **message.response_metadata},
-                "id": message.id or f"{LC_ID_PREFIX}-{uuid.uuid4()}-0",
-                "usage_metadata": _totals(message),
-            }
+        ``llm_output``, an id, the request's total usage), without a LangChain run, in one copy
+        of the rung's message."""
+        usage = result.usage
+        raw = result.output.raw
+        return self._message(
+            result,
+            usage,
+            llm_output=self._llm_output(result, usage),
+            id=getattr(raw, "id", None) or f"{LC_ID_PREFIX}-{uuid.uuid4()}-0",
+            usage_metadata=usage_metadata(usage),
         )
 
     def invoke(
