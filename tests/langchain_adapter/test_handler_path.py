@@ -114,8 +114,20 @@ def _switches() -> dict[str, Any]:
             mp.setenv("LANGSMITH_API_KEY", "lsv2-test-not-a-key")
             yield
 
+    @contextlib.contextmanager
+    def instrumented() -> Iterator[None]:
+        from opentelemetry.instrumentation.genai.langchain import LangChainInstrumentor
+
+        instrumentor = LangChainInstrumentor()
+        instrumentor.instrument()
+        try:
+            yield
+        finally:
+            instrumentor.uninstrument()
+
     return {
         "none": contextlib.nullcontext,
+        "otel_instrumentation": instrumented,
         "debug": debug,
         "langsmith_env": lambda: env("LANGSMITH_TRACING"),
         "langchain_v2_env": lambda: env("LANGCHAIN_TRACING_V2"),

@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import FunctionType
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +32,7 @@ from langchain_core.callbacks import (
     AsyncCallbackHandler,
     AsyncCallbackManager,
     BaseCallbackHandler,
+    BaseCallbackManager,
     CallbackManager,
 )
 from langchain_core.globals import get_debug
@@ -188,13 +190,31 @@ def parent_from_config(config: RunnableConfig, run_id: UUID, model: Any, *, asyn
     )
 
 
+def _plain(function: object) -> bool:
+    return type(function) is FunctionType and function.__module__.startswith("langchain_core.")
+
+
+def _patched() -> bool:
+    """Whether something wraps how LangChain builds callback managers: the OpenTelemetry and
+    OpenInference LangChain instrumentations wrap ``BaseCallbackManager.__init__`` to add their
+    tracer to every manager, which no switch announces."""
+    configure = CallbackManager.__dict__.get("configure")
+    return not (
+        _plain(BaseCallbackManager.__dict__.get("__init__"))
+        and "__init__" not in CallbackManager.__dict__
+        and isinstance(configure, classmethod)
+        and _plain(configure.__func__)
+    )
+
+
 def langchain_adds_handlers(verbose: bool) -> bool:
     """Whether ``CallbackManager.configure`` would add handlers of its own to a call that brings
-    none: verbose or debug output, LangSmith tracing, or a context hook such as
-    ``get_usage_metadata_callback()``. The same conditions LangChain checks, without building a
-    manager (half the cost); a test holds it to ``configure`` itself. When LangChain's internals
-    move, it answers True and the caller asks LangChain."""
-    if _hooks is None:
+    none: verbose or debug output, LangSmith tracing, a context hook such as
+    ``get_usage_metadata_callback()``, or an instrumentation that patched LangChain. The same
+    conditions LangChain checks, without building a manager (half the cost); a test holds it to
+    ``configure`` itself. When LangChain's internals move, it answers True and the caller asks
+    LangChain."""
+    if _hooks is None or _patched():
         return True
     try:
         if verbose or get_debug() or _tracing_v2_is_enabled():
