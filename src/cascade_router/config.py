@@ -12,6 +12,7 @@ rungs:
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import tomllib
@@ -38,6 +39,33 @@ from cascade_router.scorers import Scorer, parse_scorer
 
 MAX_TIMEOUT = 86_400.0
 """One day: longer "timeouts" are mistakes, and past ``threading.TIMEOUT_MAX`` a wait fails."""
+
+
+class Calibration(BaseModel):
+    """What a rung's threshold was calibrated on, written by ``cascade-router calibrate``: live
+    scores are compared with it to notice drift (``cascade_router.observability.drift``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    score_edges: list[float] = Field(min_length=9, max_length=9)
+    """The nine cut points that split the calibration data's scores into ten equal shares."""
+    accepted_share: float = Field(ge=0, le=1)
+    """The share of the calibration data's answers the threshold accepted."""
+    items: int = Field(default=0, ge=0)
+    """How many calibration items these come from."""
+    window: int = Field(default=500, ge=50, le=100_000)
+    """Live scored answers compared at a time (a rolling window)."""
+    psi_alert: float = Field(default=0.25, gt=0)
+    """Population stability index of the window's scores above which it counts as drift."""
+    share_alert: float = Field(default=0.10, gt=0, le=1)
+    """Difference in accepted share (window vs calibration) above which it counts as drift."""
+
+    @field_validator("score_edges")
+    @classmethod
+    def _ascending(cls, value: list[float]) -> list[float]:
+        if any(b < a for a, b in itertools.pairwise(value)):
+            raise ValueError("score_edges must be ascending")
+        return value
 
 
 class Rung(BaseModel):
@@ -91,6 +119,9 @@ class Rung(BaseModel):
     streaming to the caller: retries before its first chunk). Unset: the ladder's
     ``max_retries``; an explicit 0 never retries this rung. Provider clients usually retry on
     their own; this is for those that do not."""
+    calibration: Calibration | None = None
+    """The data the threshold was calibrated on (written by ``cascade-router calibrate``); when
+    set, live scores are watched for drift against it (a warning, a metric, a span event)."""
 
     @field_validator("scorer", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from cascade_router.backend import Backend
 from cascade_router.errors import RungTimeoutError, ScorerError
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.observability.decision_log import DecisionLog, Deferred
+from cascade_router.observability.drift import DriftWatch
 from cascade_router.observability.signal_watch import SignalWatch
 from cascade_router.observability.telemetry import RequestSpan, RungSpan, Telemetry
 from cascade_router.policy import Evidence
@@ -197,6 +198,7 @@ class Engine:
         self.telemetry = telemetry or Telemetry(name, [r.name for r in self.rungs])
         self.decision_log = decision_log
         self.signal_watch = SignalWatch(name)
+        self.drift_watch = DriftWatch(name)
         """Warns when a rung's scorer keeps getting no signal (every request then escalates)."""
 
     # -- per request ---------------------------------------------------------------------------
@@ -361,6 +363,18 @@ class Engine:
             elif score.missing is not None:
                 self.signal_watch.missing(rung.name, model, score.method, score.missing)
         method = "validity" if invalid is not None else (score.method if score is not None else None)
+        details: dict[str, Any] = (
+            dict(score.details) if score is not None else ({"problem": invalid} if invalid else {})
+        )
+        if (
+            rung.calibration is not None
+            and value is not None
+            and invalid is None
+            and rung.threshold is not None
+        ):
+            drift = self.drift_watch.observe(rung.name, rung.calibration, value, value >= rung.threshold)
+            if drift is not None:
+                details["drift"] = drift.as_attributes()
         return Attempt(
             rung=rung.index,
             name=rung.name,
@@ -371,7 +385,7 @@ class Engine:
             threshold=rung.threshold,
             score=0.0 if invalid is not None else value,
             method=method,
-            details=dict(score.details) if score is not None else ({"problem": invalid} if invalid else {}),
+            details=details,
             error=scorer_error,
             exception=scorer_exc,
             usage=output.usage,
@@ -652,6 +666,12 @@ class Engine:
         for index in range(len(self.rungs)):
             await self._aattempt(call, index, self.telemetry.untraced, attempts)
         return attempts
+
+    async def aprobe_rung(self, call: Call, index: int) -> Attempt:
+        """One rung's attempt, as ``aprobe`` makes it (recording calls the rungs one by one)."""
+        attempts: list[Attempt] = []
+        await self._aattempt(call, index, self.telemetry.untraced, attempts)
+        return attempts[-1]
 
     # -- streaming -----------------------------------------------------------------------------
 

@@ -19,7 +19,14 @@ from typing import Any, Generic, Self, TypeVar
 from pydantic import ValidationError
 
 from cascade_router import policy
-from cascade_router.config import LadderSettings, Rung, as_rungs, check_ladder, validation_problem
+from cascade_router.config import (
+    Calibration,
+    LadderSettings,
+    Rung,
+    as_rungs,
+    check_ladder,
+    validation_problem,
+)
 from cascade_router.engine import Engine, Overrides
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog, shared_log
@@ -50,6 +57,8 @@ class RungRuntime:
     on_tool_call: policy.OnToolCall
     validate_output: bool
     max_retries: int
+    calibration: Calibration | None = None
+    """What the threshold was calibrated on, for drift watching."""
 
     @property
     def has_scorer(self) -> bool:
@@ -94,6 +103,7 @@ def runtimes_for(
                 max_retries=rung.max_retries
                 if "max_retries" in explicit and rung.max_retries is not None
                 else max_retries,
+                calibration=rung.calibration,
             )
         )
     return out

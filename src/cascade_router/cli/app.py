@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -15,6 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cascade_router.cli import demo as _cli_demo
 from cascade_router.cli import evaluate as _cli_eval
+from cascade_router.cli import label as _cli_label
+from cascade_router.cli import record as _cli_record
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog, SchemaError, database_url
 from cascade_router.observability.log_stats import summarize
@@ -31,6 +34,8 @@ app = typer.Typer(
 log_app = typer.Typer(help="Read the decision log.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(log_app, name="log")
 _cli_eval.register(app)
+_cli_record.register(app)
+_cli_label.register(app)
 _cli_demo.register(app)
 
 
@@ -59,6 +64,7 @@ Db = Annotated[
 
 class ExportFormat(StrEnum):
     jsonl = "jsonl"
+    dataset = "dataset"
 
 
 def _open(db: str) -> DecisionLog:
@@ -160,12 +166,108 @@ def show(request_id: str, db: Db) -> None:
 
 @log_app.command("export")
 def export(db: Db, format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.jsonl) -> None:
-    """Every request as one JSON object per line (feedback included), oldest first, on stdout."""
+    """Every request as one JSON object per line (feedback included), oldest first, on stdout.
+
+    --format dataset writes the evaluation dataset format instead: one item per logged request
+    with stored content, one answer per rung that has a label (feedback given with rung=i, or on
+    the answer itself), ready for learn, eval and calibrate."""
     log = _open(db)
     out = sys.stdout
+    if format is ExportFormat.dataset:
+        from cascade_router.evaluation.datasets import dataset_from_log
+
+        data = dataset_from_log(log.iter_records())
+        for item in data:
+            out.write(item.model_dump_json(exclude_none=True) + "\n")
+        out.flush()
+        _err().print(f"{len(data)} labelled requests exported")
+        return
     for record in log.iter_records():
         out.write(json.dumps(record, default=str) + "\n")
     out.flush()
+
+
+_SPAN = {"m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str) -> datetime:
+    unit = text[-1:]
+    try:
+        amount = float(text[:-1])
+    except ValueError:
+        amount = -1.0
+    if unit not in _SPAN or amount <= 0:
+        raise typer.BadParameter(f"--since {text!r}: expected a duration such as 30m, 24h or 7d")
+    return datetime.now(UTC) - timedelta(seconds=amount * _SPAN[unit])
+
+
+@log_app.command("drift")
+def drift(
+    db: Db,
+    config: Annotated[
+        Path, typer.Option("--config", help="The calibrated ladder (written by cascade-router calibrate).")
+    ],
+    since: Annotated[str, typer.Option(help="How far back: 30m, 24h, 7d.")] = "24h",
+) -> None:
+    """Compare logged scores with what each calibrated rung's threshold was chosen on.
+
+    Exits 1 when a rung drifted (a shift in its score distribution or its accepted share)."""
+    from cascade_router.config import load_config
+    from cascade_router.observability.drift import compare
+
+    ladder = load_config(config)
+    calibrated = [(i, r) for i, r in enumerate(ladder.rungs) if r.calibration is not None]
+    if not calibrated:
+        _fail(f"{config}: no rung carries a calibration (write one with cascade-router calibrate)")
+    log = _open(db)
+    start = _since(since)
+    seen: dict[int, tuple[list[float], list[bool]]] = {i: ([], []) for i, _ in calibrated}
+    requests = 0
+    for record in log.iter_records(since=start):
+        requests += 1
+        for attempt in record.get("attempts") or []:
+            index = attempt.get("rung")
+            score, threshold = attempt.get("score"), attempt.get("threshold")
+            if (
+                index in seen
+                and score is not None
+                and threshold is not None
+                and attempt.get("method") != "validity"
+            ):
+                seen[index][0].append(float(score))
+                seen[index][1].append(float(score) >= float(threshold))
+    table = Table(title=f"Drift since {start:%Y-%m-%d %H:%M} UTC ({requests} requests)")
+    for column in ("rung", "scored answers", "score PSI", "accepted", "at calibration", "verdict"):
+        table.add_column(column)
+    drifted = False
+    for i, rung in calibrated:
+        assert rung.calibration is not None
+        scores, accepted = seen[i]
+        name = rung.name or str(rung.model)
+        if not scores:
+            table.add_row(name, "0", "-", "-", f"{rung.calibration.accepted_share:.1%}", "no data")
+            continue
+        check = compare(
+            name,
+            rung.calibration.score_edges,
+            rung.calibration.accepted_share,
+            scores,
+            accepted,
+            psi_alert=rung.calibration.psi_alert,
+            share_alert=rung.calibration.share_alert,
+        )
+        drifted = drifted or check.drifted
+        table.add_row(
+            name,
+            str(check.answers),
+            f"{check.psi:.3f}",
+            f"{check.accepted_share:.1%}",
+            f"{check.calibration_accepted_share:.1%}",
+            ("DRIFT: " if check.drifted else "") + check.why,
+        )
+    _out().print(table)
+    if drifted:
+        raise typer.Exit(1)
 
 
 @log_app.command("stats")

@@ -71,33 +71,81 @@ def _usd(v: float | None) -> str:
     return "unknown" if v is None else f"${v:.6f}"
 
 
-def markdown(report: ev.Report) -> str:
-    c, refs, m = report.configured, report.references, report.metrics
+def _quality(value: float | None, percent: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%}" if percent else f"{value:.3g}"
+
+
+def _between(interval: dict[str, float | None] | None, fmt: str) -> str:
+    if not interval or interval.get("low") is None or interval.get("high") is None:
+        return ""
+    return f" [{fmt.format(interval['low'])}, {fmt.format(interval['high'])}]"
+
+
+def markdown(
+    report: ev.Report,
+    *,
+    percent: bool = True,
+    intervals: dict[str, dict[str, float | None]] | None = None,
+) -> str:
+    """The eval report; qualities as percentages when the dataset's are in [0, 1], else on the
+    dataset's own scale (a 1-10 grade is shown as 7.4, not 740 %)."""
+    c, m = report.configured, report.metrics
+    cheap, strong = report.references["cheap_only"], report.references["strong_only"]
+
+    def q(value: float | None) -> str:
+        return _quality(value, percent)
+
     lines = [
         f"# Evaluation: {' > '.join(report.ladder)} on {report.dataset} ({report.items} items)",
         "",
         "| | quality | cost / request | reaches last rung |",
         "| --- | --- | --- | --- |",
-        f"| configured thresholds | {_pct(c.quality)} | {_usd(c.cost_usd)} | {_pct(c.strong_share)} |",
-        f"| first rung only | {_pct(refs['cheap_only'].quality)} | "
-        f"{_usd(refs['cheap_only'].cost_usd)} | 0.0% |",
-        f"| last rung only | {_pct(refs['strong_only'].quality)} | "
-        f"{_usd(refs['strong_only'].cost_usd)} | 100.0% |",
+        f"| configured thresholds | {q(c.quality)} | {_usd(c.cost_usd)} | {_pct(c.strong_share)} |",
+        f"| first rung only | {q(cheap.quality)} | {_usd(cheap.cost_usd)} | 0.0% |",
+        f"| last rung only | {q(strong.quality)} | {_usd(strong.cost_usd)} | 100.0% |",
         "",
         "Answered per rung: " + ", ".join(f"{k} {_pct(v)}" for k, v in report.answered_share.items()),
     ]
     if m:
+        iv = intervals or {}
         lines += [
             "",
             "| APGR | random APGR | oracle APGR | CPT(50%) | CPT(80%) | escalation at 95% | saving at 95% |",
             "| --- | --- | --- | --- | --- | --- | --- |",
-            f"| {m['apgr']:.3f} | {m['random_apgr']:.3f} | {m['oracle_apgr']:.3f} | {_pct(m['cpt50'])} | "
-            f"{_pct(m['cpt80'])} | {_pct(m['escalation_rate_at_95'])} | {_pct(m['savings_at_95'])} |",
+            f"| {m['apgr']:.3f}{_between(iv.get('apgr'), '{:.3f}')} | {m['random_apgr']:.3f} | "
+            f"{m['oracle_apgr']:.3f} | {_pct(m['cpt50'])}{_between(iv.get('cpt50'), '{:.1%}')} | "
+            f"{_pct(m['cpt80'])}{_between(iv.get('cpt80'), '{:.1%}')} | {_pct(m['escalation_rate_at_95'])} | "
+            f"{_pct(m['savings_at_95'])} |",
             "",
             "Curve metrics sweep the first rung's threshold over the scores' quantiles (RouteLLM's "
-            "protocol); they are measured on this dataset: a learned scorer must not have been fitted on it.",
+            "protocol); they are measured on this dataset: a learned scorer must not have been fitted on it "
+            "(or use --scores cross-fit). The oracle escalates the items the last rung gains most on first."
+            + (" Brackets: 95 % bootstrap intervals over items." if iv else ""),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _crossfit_scores(ladder: LadderConfig, data: Dataset) -> list[float]:
+    """The first rung's out-of-fold scores stored by ``learn --cross-fit K``, in item order."""
+    from cascade_router.scorers.learned import LearnedScorer
+
+    scorer = ladder.rungs[0].scorer
+    if not isinstance(scorer, LearnedScorer):
+        raise typer.BadParameter("--scores cross-fit needs a learned scorer on the first rung")
+    stored = scorer.fitted.info.get("crossfit_scores")
+    if not isinstance(stored, dict):
+        raise typer.BadParameter(
+            "the first rung's scorer file holds no cross-fitted scores: learn it with --cross-fit K"
+        )
+    missing = [item.id for item in data if item.id not in stored]
+    if missing:
+        raise typer.BadParameter(
+            f"the scorer's cross-fitted scores do not cover {len(missing)} items (first: {missing[0]!r}): "
+            "it was learned on other data"
+        )
+    return [float(stored[item.id]) for item in data]
 
 
 def eval_command(
@@ -106,18 +154,45 @@ def eval_command(
     out: Annotated[Path, typer.Option(help="Folder for eval.md, eval.json and eval.png.")] = Path(
         "eval-results"
     ),
+    scores: Annotated[
+        str,
+        typer.Option(
+            help="configured: the first rung's scorer scores every item; cross-fit: the out-of-fold "
+            "scores `learn --cross-fit K` stored (a learned scorer measured on the data it was fitted on)."
+        ),
+    ] = "configured",
+    resamples: Annotated[
+        int, typer.Option(help="Bootstrap resamples of the APGR / CPT intervals (0: none).")
+    ] = 200,
+    items: Annotated[Path | None, typer.Option(help="Also write each item's outcome here (JSONL).")] = None,
     concurrency: Concurrency = 16,
     seed: Seed = 0,
 ) -> None:
     """Run a ladder over recorded answers: quality, cost, escalation, APGR/CPT, and a plot."""
+    if scores not in ("configured", "cross-fit"):
+        raise typer.BadParameter(f"--scores {scores!r}: expected configured or cross-fit")
     ladder = load_config(config)
     data = Dataset.load(dataset)
     cascade, probes = _probe(ladder, data, concurrency, "evaluating")
+    if scores == "cross-fit":
+        probes = ev.with_scores(probes, _crossfit_scores(ladder, data))
     report = ev.report(cascade, probes, data.name, seed=seed)
+    intervals = (
+        ev.bootstrap_curve_metrics(cascade.engine, probes, resamples=resamples, seed=seed)
+        if report.metrics and resamples > 0
+        else {}
+    )
+    qualities = [q for p in probes for q in p.qualities]
+    percent = min(qualities) >= 0 and max(qualities) <= 1
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(report)
+    text = markdown(report, percent=percent, intervals=intervals)
     (out / "eval.md").write_text(text)
-    (out / "eval.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    saved = {**report.as_dict(), "scores": scores, "intervals": intervals}
+    (out / "eval.json").write_text(json.dumps(saved, indent=2) + "\n")
+    if items is not None:
+        with items.open("w", encoding="utf-8") as f:
+            for row in ev.item_outcomes(cascade.engine, probes):
+                f.write(json.dumps(row) + "\n")
     plotted = ""
     try:
         from cascade_router.evaluation.plots import plot_report
@@ -126,7 +201,10 @@ def eval_command(
     except ImportError as exc:
         Console(stderr=True).print(f"[yellow]no plot: {exc}[/yellow]")
     typer.echo(text)  # plain: Markdown must not be re-wrapped to the terminal's width
-    Console(stderr=True).print(f"wrote {out / 'eval.md'}, {out / 'eval.json'}{plotted}")
+    Console(stderr=True).print(
+        f"wrote {out / 'eval.md'}, {out / 'eval.json'}{plotted}" + (f", {items}" if items else ""),
+        markup=False,
+    )
 
 
 def _split(data: Dataset, share: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -136,73 +214,202 @@ def _split(data: Dataset, share: float, seed: int) -> tuple[Dataset, Dataset]:
     return data.subset(sorted(ids[:k])), data.subset(sorted(ids[k:]))
 
 
+def _interval(v: ev.Interval, fmt: str = "{:.1%}") -> str:
+    return f"{fmt.format(v.mean)} [{fmt.format(v.low)}, {fmt.format(v.high)}]"
+
+
+def _print_held_out(console: Console, report: calibration.HeldOut, ladder: LadderConfig) -> None:
+    first = ladder.rungs[0].name or str(ladder.rungs[0].model)
+    last = ladder.rungs[-1].name or str(ladder.rungs[-1].model)
+    rows = [
+        ("quality", _interval(report.quality, "{:.4g}")),
+        (f"vs {last} alone", _interval(report.versus_last)),
+        (f"vs {first} alone", _interval(report.versus_first)),
+        ("escalation", _interval(report.escalation)),
+    ]
+    if report.cost_usd is None:
+        rows.append(("cost / request", "unknown (a rung has no price)"))
+    else:
+        rows.append(("cost / request", _interval(report.cost_usd, "${:.6f}")))
+        rows.append(
+            (
+                f"cost vs {last} alone",
+                "- (it costs nothing)"
+                if report.cost_versus_last is None
+                else _interval(report.cost_versus_last),
+            )
+        )
+    width = max(len(label) for label, _ in rows)
+    console.print(f"held-out ({report.items} items), 95 % bootstrap intervals over items:", markup=False)
+    for label, value in rows:
+        console.print(f"  {label:<{width}}  {value}", markup=False, soft_wrap=True)
+
+
+def _drift_reference(probes: list[ev.ItemProbe], threshold: float | None) -> dict[str, Any] | None:
+    """The first rung's score deciles and accepted share on the calibration data."""
+    from cascade_router.observability.drift import decile_edges
+
+    if threshold is None:
+        return None
+    scores = [a.score for p in probes if (a := p.attempts[0]).score is not None and a.method != "validity"]
+    if len(scores) < 10:
+        return None
+    return {
+        "score_edges": decile_edges(scores),
+        "accepted_share": sum(s >= threshold for s in scores) / len(scores),
+        "items": len(scores),
+    }
+
+
 def calibrate_command(
     config: ConfigPath,
     target: Annotated[
-        str, typer.Option(help="quality=0.95 | escalation=0.3 | cost=0.002 | loss=0.03 (guaranteed)")
+        str,
+        typer.Option(
+            help="quality=0.95 | escalation=0.3 | cost=0.002; with --guaranteed: quality=0.95 or loss=ε"
+        ),
     ],
     dataset: DatasetOpt = None,
+    calibration_file: Annotated[
+        str | None,
+        typer.Option("--calibration", help="Choose on this dataset (with --test: report on that one)."),
+    ] = None,
+    test_file: Annotated[
+        str | None, typer.Option("--test", help="Report the chosen thresholds on this dataset.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the calibrated ladder (YAML).")] = Path(
         "calibrated.yaml"
     ),
     guaranteed: Annotated[
-        bool, typer.Option(help="Learn-then-Test: P(loss <= ε) >= 1-δ; needs loss=ε.")
+        bool,
+        typer.Option(help="Learn-then-Test: with probability >= 1-δ, the expected quality loss is <= ε."),
     ] = False,
     delta: Annotated[float, typer.Option(help="Allowed failure probability of the guarantee.")] = 0.1,
-    calibration_share: Annotated[float, typer.Option(help="Share of items used to choose.")] = 0.5,
+    bound: Annotated[
+        str, typer.Option(help="The guaranteed mode's test: betting (tight) or hoeffding.")
+    ] = "betting",
+    calibration_share: Annotated[
+        float, typer.Option(help="With --dataset: the share of items used to choose.")
+    ] = 0.5,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the choice and the held-out figures as JSON here.")
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the held-out intervals.")] = 2000,
     log: LogOpt = None,
     concurrency: Concurrency = 16,
     seed: Seed = 0,
 ) -> None:
-    """Choose thresholds that meet a target on a calibration split; report them on the rest.
+    """Choose thresholds that meet a target on calibration data; report them on held-out data.
 
-    With --log, the items are logged requests whose every rung's answer was stored and labelled,
-    and each rung of --config replays the logged rung of the same name."""
+    Data: --calibration FILE --test FILE (choose on one, report on the other), or --dataset
+    FILE / --log URL split in two (--calibration-share, --seed). With --log, the items are
+    logged requests whose every rung's answer was stored and labelled, and each rung of
+    --config replays the logged rung of the same name."""
     goal = calibration.Target.parse(target)
-    if guaranteed != (goal.kind == "loss"):
-        raise typer.BadParameter("--guaranteed goes with --target loss=ε, and loss=ε with --guaranteed")
+    if goal.kind == "loss" and not guaranteed:
+        raise typer.BadParameter("loss=ε is the guaranteed mode's target: add --guaranteed")
+    if guaranteed and goal.kind not in ("loss", "quality"):
+        raise typer.BadParameter("--guaranteed takes --target quality=F or loss=ε")
+    if bound not in ("betting", "hoeffding"):
+        raise typer.BadParameter(f"--bound {bound!r}: expected betting or hoeffding")
     ladder = load_config(config)
-    data = _data(dataset, log)
-    if log is not None:
-        ladder, data = _replay_logged(ladder, data)
-    cal, held = _split(data, calibration_share, seed)
-    cascade, cal_probes = _probe(ladder, cal, concurrency, "calibration split")
-    if guaranteed:
-        choice = calibration.guaranteed(cascade.engine, cal_probes, epsilon=goal.value, delta=delta)
+    if calibration_file is not None or test_file is not None:
+        if calibration_file is None or test_file is None or dataset is not None or log is not None:
+            raise typer.BadParameter("give --calibration and --test together, without --dataset or --log")
+        cal, held = Dataset.load(calibration_file), Dataset.load(test_file)
+        split_note = f"chosen on {cal.name} ({len(cal)} items)"
     else:
-        choice = calibration.choose(cascade.engine, cal_probes, goal)
-    held_cascade, held_probes = _probe(ladder, held, concurrency, "held-out split")
+        data = _data(dataset, log)
+        if log is not None:
+            ladder, data = _replay_logged(ladder, data)
+        cal, held = _split(data, calibration_share, seed)
+        split_note = f"chosen on {len(cal)} of {len(data)} items (share {calibration_share}, seed {seed})"
+    cascade, cal_probes = _probe(ladder, cal, concurrency, "calibration data")
+    console = Console()
+    epsilon = goal.value
+    if guaranteed and goal.kind == "quality":
+        # "quality=0.95": lose at most 5 % of the last rung's mean quality, on the [0, 1] scale
+        # the guarantee's loss uses.
+        qualities = [q for p in cal_probes for q in p.qualities]
+        span = (max(qualities) - min(qualities)) or 1.0
+        strongest = sum(p.qualities[-1] - min(qualities) for p in cal_probes) / len(cal_probes) / span
+        epsilon = (1 - goal.value) * strongest
+    try:
+        if guaranteed:
+            choice = calibration.guaranteed(
+                cascade.engine,
+                cal_probes,
+                epsilon=epsilon,
+                delta=delta,
+                bound=bound,  # type: ignore[arg-type]
+            )
+        else:
+            choice = calibration.choose(cascade.engine, cal_probes, goal)
+    except calibration.GuaranteeError as exc:
+        Console(stderr=True).print(f"refused: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    held_cascade, held_probes = _probe(ladder, held, concurrency, "held-out data")
     scored = [i for i, r in enumerate(held_cascade.engine.rungs[:-1]) if r.scorer is not None]
     thresholds: list[float | None] = [None] * len(held_cascade.engine.rungs)
     for i, chosen in zip(scored if not guaranteed else [0], choice.thresholds, strict=True):
         thresholds[i] = chosen
-    outcomes = ev.simulate(held_cascade.engine, held_probes, thresholds)
-    point = ev.summarize(outcomes, len(thresholds))
-    strongest = sum(p.qualities[-1] for p in held_probes) / len(held_probes)
+    figures = calibration.held_out(
+        held_cascade.engine, held_probes, thresholds, resamples=resamples, seed=seed
+    )
     raw = read_config_file(config)
     for i, t in enumerate(thresholds):
         if t is not None:
-            raw["rungs"][i]["threshold"] = round(min(1.0, t), 6)
+            raw["rungs"][i]["threshold"] = min(1.0, t)  # exact: a rounded threshold is another choice
+    reference = _drift_reference(cal_probes, thresholds[0])
+    if reference is not None:
+        # What live traffic is compared with to notice drift (only the first rung: it sees every
+        # request, as it did here; a later rung's live traffic is only what escalated to it).
+        old_reference = raw["rungs"][0].get("calibration") or {}
+        settings = {k: old_reference[k] for k in ("window", "psi_alert", "share_alert") if k in old_reference}
+        raw["rungs"][0]["calibration"] = {**reference, **settings}
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
-    console = Console()
+    mode = f" (guaranteed, {bound} test, δ={delta})" if guaranteed else ""
     console.print(
-        f"target {target}{' (guaranteed, δ=' + str(delta) + ')' if guaranteed else ''}: "
-        f"{'met' if choice.met else 'NOT met'} on the calibration split ({len(cal)} items)"
+        f"target {target}{mode}: {'met' if choice.met else 'NOT met'} on the calibration data; {split_note}",
+        markup=False,
     )
+    certificate = choice.certificate
+    if certificate is not None:
+        console.print(
+            f"certified: expected quality loss vs the last rung <= {certificate.certified_loss:.4f} "
+            f"(ε={certificate.epsilon:.4f}, on the [0, 1] scale) with probability >= {1 - delta:g}; "
+            f"never escalating lost {certificate.never_escalate_loss:.4f} on the calibration data",
+            markup=False,
+        )
+        if certificate.warning:
+            Console(stderr=True).print(f"WARNING: {certificate.warning}", markup=False, style="bold yellow")
     console.print(
         "thresholds: "
         + ", ".join(
             f"{ladder.rungs[i].name or ladder.rungs[i].model}={t:.4f}"
             for i, t in enumerate(thresholds)
             if t is not None
+        ),
+        markup=False,
+    )
+    _print_held_out(console, figures, ladder)
+    if report is not None:
+        report.write_text(
+            json.dumps(
+                {
+                    "target": target,
+                    "guaranteed": guaranteed,
+                    "thresholds": thresholds,
+                    "met_on_calibration": choice.met,
+                    "calibration_items": len(cal),
+                    "certificate": None if certificate is None else {**certificate.__dict__},
+                    "held_out": figures.as_dict(),
+                },
+                indent=2,
+            )
+            + "\n"
         )
-    )
-    versus = _pct(point.quality / strongest if strongest else None)
-    console.print(
-        f"held-out ({len(held)} items): quality {_pct(point.quality)} ({versus} of the last rung), "
-        f"escalation {_pct(calibration.escalation_rate(outcomes))}, cost/request {_usd(point.cost_usd)}"
-    )
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}" + (f", {report}" if report else ""), markup=False)
 
 
 def compare_command(
@@ -245,31 +452,74 @@ def learn_command(
     log: LogOpt = None,
     out: Annotated[Path, typer.Option(help="The scorer file to write.")] = Path("scorer.json"),
     folds: Annotated[int, typer.Option(help="Folds of the cross-fitted quality estimate.")] = 5,
-    good: Annotated[float, typer.Option(help="Quality at or above which an answer counts as good.")] = 0.5,
+    cross_fit_k: Annotated[
+        int | None,
+        typer.Option(
+            "--cross-fit",
+            help="Also store every answer's out-of-fold score (K folds) in the scorer file, for "
+            "eval --scores cross-fit.",
+        ),
+    ] = None,
+    good: Annotated[
+        float | None,
+        typer.Option(
+            help="Quality at or above which an answer counts as good (default: 0.5 for qualities in "
+            "[0, 1], else the middle of the dataset's scale)."
+        ),
+    ] = None,
     seed: Seed = 0,
 ) -> None:
     """Fit a learned scorer on a model's recorded answers; report its cross-fitted AUROC."""
     from cascade_router.scorers.learned import Example, cross_fit, fit
 
     data = _data(dataset, log)
-    labelled = [item for item in data if model in item.answers]
-    if not labelled:
+    answered = [item for item in data if model in item.answers]
+    if not answered:
         known = sorted({m for item in data for m in item.answers})
         raise typer.BadParameter(f"no answers of {model!r} in the data; it has {known}")
+    labelled = [item for item in answered if item.answers[model].quality is not None]
+    if len(labelled) < len(answered):
+        Console(stderr=True).print(
+            f"{len(answered) - len(labelled)} of {len(answered)} answers of {model} have no quality "
+            "yet and are left out (cascade-router label)",
+            markup=False,
+        )
+    qualities = [q for item in data for a in item.answers.values() if (q := a.quality) is not None]
+    low, high = min(qualities), max(qualities)
+    console = Console()
+    if good is None:
+        # Graded qualities (1-10, say): the scorer learns "good" as the upper half of the scale.
+        good = 0.5 if low >= 0 and high <= 1 else (low + high) / 2
+        if not (low >= 0 and high <= 1):
+            console.print(
+                f"graded qualities from {low:g} to {high:g}: an answer counts as good at {good:g} or "
+                "above (--good to choose)",
+                markup=False,
+            )
     examples = [
         Example(
             "\n".join(m.content for m in item.messages()),
             item.answers[model].text,
-            item.answers[model].quality >= good,
+            data.quality(item.id, model) >= good,
         )
         for item in labelled
     ]
-    held_out = cross_fit(examples, folds=folds, seed=seed)
+    k = cross_fit_k or folds
+    held_out = cross_fit(examples, folds=k, seed=seed)
     area = ev.auroc(held_out, [e.good for e in examples])
     fitted = fit(examples)
-    fitted.info.update({"dataset": data.name, "model": model, "crossfit_auroc": area, "folds": folds})
+    fitted.info.update(
+        {"dataset": data.name, "model": model, "crossfit_auroc": area, "folds": k, "good_at": good}
+    )
+    if cross_fit_k is not None:
+        fitted.info["crossfit_scores"] = {item.id: s for item, s in zip(labelled, held_out, strict=True)}
     fitted.save(out)
-    Console().print(f"{len(examples)} answers of {model}: cross-fitted AUROC {area:.3f}; wrote {out}")
+    area_text = "undefined (all answers alike)" if area is None else f"{area:.3f}"
+    stored = f"; stored {len(examples)} out-of-fold scores ({k} folds)" if cross_fit_k is not None else ""
+    console.print(
+        f"{len(examples)} answers of {model}: cross-fitted AUROC {area_text}{stored}; wrote {out}",
+        markup=False,
+    )
 
 
 def _replay_logged(ladder: LadderConfig, data: Dataset) -> tuple[LadderConfig, Dataset]:

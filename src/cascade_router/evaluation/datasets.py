@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cascade_router.errors import ConfigError
+from cascade_router.evaluation.jsonl import read_objects
 from cascade_router.model_io import Message, Request
 
 
@@ -39,8 +40,9 @@ class RecordedAnswer(BaseModel):
 
     text: str
     """The answer's text."""
-    quality: float
-    """How good the answer is: 1/0 for right/wrong, or a graded score."""
+    quality: float | None = None
+    """How good the answer is: 1/0 for right/wrong, or a graded score; None until labelled
+    (``cascade-router label``)."""
     input_tokens: int | None = Field(default=None, ge=0)
     """Prompt tokens the call used (None: unknown, costs are then unknown too)."""
     output_tokens: int | None = Field(default=None, ge=0)
@@ -49,6 +51,18 @@ class RecordedAnswer(BaseModel):
     """Token logprobs in OpenAI format, when recorded."""
     latency_s: float | None = Field(default=None, ge=0)
     """How long the call took, when recorded."""
+    model: str | None = None
+    """The model name the provider reported (``record``)."""
+    cost_usd: float | None = None
+    """What the call cost (``record``); None when unknown."""
+    score: float | None = None
+    """The score the rung's scorer gave when recorded, for reference; evaluations score again."""
+    scorer: dict[str, Any] | None = None
+    """The recorded scoring: method, judge tokens and cost, the judge's verdict."""
+    labelled_by: str | None = None
+    """How ``quality`` was set: ``reference:last-number``, ``judge:MODEL``, ``agreement:...``."""
+    label: dict[str, Any] | None = None
+    """What the labeller saw or said (a judge's score and reply, both pairwise orders...)."""
 
     @field_validator("quality", mode="before")
     @classmethod
@@ -102,6 +116,25 @@ class Dataset:
     def __iter__(self) -> Iterator[DatasetItem]:
         return iter(self.items)
 
+    def require_labels(self, models: Sequence[str]) -> None:
+        """Raise, naming the first item and the count, when an answer of ``models`` has no
+        quality yet: evaluating unlabelled answers would silently count them as wrong."""
+        missing = [(item.id, m) for item in self.items for m in models if item.answers[m].quality is None]
+        if missing:
+            item_id, model = missing[0]
+            raise ConfigError(
+                self.name,
+                f"{len(missing)} answers have no quality yet (first: item {item_id!r}, model "
+                f"{model!r}): label them first, e.g. cascade-router label FILE --by reference",
+            )
+
+    def quality(self, item_id: str, model: str) -> float:
+        """A labelled answer's quality (see ``require_labels``)."""
+        value = self.get(item_id).answers[model].quality
+        if value is None:
+            raise ConfigError(self.name, f"item {item_id!r}: the answer of {model!r} is not labelled")
+        return value
+
     @cached_property
     def models(self) -> list[str]:
         """Models that answered every item."""
@@ -149,16 +182,7 @@ class Dataset:
         if text.startswith("builtin:"):
             return builtin_dataset(text.removeprefix("builtin:"))
         p = Path(path)
-        opener = gzip.open if p.suffix == ".gz" else open
-        records = []
-        with opener(p, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{p}:{line_no}", f"not valid JSON: {exc.msg}") from exc
+        records = [record for _, record in read_objects(p)]
         return cls.from_records(records, name=p.name)
 
 

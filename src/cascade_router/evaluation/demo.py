@@ -38,8 +38,7 @@ DATASET = "builtin:routellm-gsm8k"
 def examples(ds: Dataset, ids: Sequence[str]) -> list[Example]:
     """The cheap model's recorded answers to ``ids`` as labelled examples (right or wrong)."""
     return [
-        Example(str(ds.get(i).request), ds.get(i).answers[WEAK].text, ds.get(i).answers[WEAK].quality >= 0.5)
-        for i in ids
+        Example(str(ds.get(i).request), ds.get(i).answers[WEAK].text, ds.quality(i, WEAK) >= 0.5) for i in ids
     ]
 
 

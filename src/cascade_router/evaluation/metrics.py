@@ -50,15 +50,29 @@ class Outcome:
 
 
 def replay_ladder(config: LadderConfig, dataset: Dataset, **options: Any) -> Cascade:
-    """The ladder with each rung's ``model`` (``replay:NAME`` or ``NAME``) replayed from the dataset;
-    ``options`` go to ``Cascade`` (``decision_log``, ``tracing``...)."""
+    """The ladder with each rung replayed from the dataset; ``options`` go to ``Cascade``
+    (``decision_log``, ``tracing``...).
+
+    A rung replays the dataset's answers of its ``model`` when that is a model name of the
+    dataset (``replay:NAME`` or ``NAME``), else of its ``name``: a dataset made by ``record``
+    holds each rung's answers under the rung's name, so the ladder file that recorded it
+    replays it as it is."""
     rungs = []
     for i, rung in enumerate(config.rungs):
-        if not isinstance(rung.model, str):
-            raise ConfigError(f"rungs[{i}].model", "for an evaluation, name a model of the dataset")
-        name = rung.model.removeprefix("replay:")
-        if name not in dataset.models:
-            raise ConfigError(f"rungs[{i}].model", f"{name!r} is not in the dataset; it has {dataset.models}")
+        model = rung.model.removeprefix("replay:") if isinstance(rung.model, str) else None
+        if model in dataset.models:
+            name = model
+        elif rung.name is not None and rung.name in dataset.models:
+            name = rung.name
+        elif model is None:
+            raise ConfigError(
+                f"rungs[{i}]",
+                f"no answers under the rung's name {rung.name!r} in the dataset; it has {dataset.models}",
+            )
+        else:
+            raise ConfigError(
+                f"rungs[{i}].model", f"{model!r} is not in the dataset; it has {dataset.models}"
+            )
         rungs.append(
             rung.model_copy(
                 update={
@@ -82,6 +96,7 @@ async def aprobe(
     """Probe every item of ``dataset`` (in order) with bounded concurrency."""
     limit = asyncio.Semaphore(concurrency)
     names = [str(b.model) for b in cascade.backends]
+    dataset.require_labels(names)
 
     async def one(item: DatasetItem) -> ItemProbe:
         async with limit:
@@ -89,7 +104,7 @@ async def aprobe(
             attempts = await cascade.engine.aprobe(call)
         if progress is not None:
             progress(1)
-        return ItemProbe(item.id, attempts, [item.answers[n].quality for n in names])
+        return ItemProbe(item.id, attempts, [dataset.quality(item.id, n) for n in names])
 
     return list(await asyncio.gather(*(one(item) for item in dataset)))
 
@@ -238,9 +253,15 @@ def random_curve(
 
 
 def oracle_curve(probes: Sequence[ItemProbe], engine: Engine) -> list[Point]:
-    """A scorer that knows whether the first rung's answer is right (the quality it recorded)."""
-    top = max(p.qualities[0] for p in probes)
-    return sweep(engine, [_rescored(p, p.qualities[0] / top if top else 0.0) for p in probes])
+    """The best any scorer could do: escalate first the items where the last rung gains most over
+    the first (strong minus weak quality), so that every share escalated buys the most quality.
+    Ranking by the first rung's quality alone would also escalate items the last rung gets wrong
+    too, and with graded qualities would ignore how much better the last rung is."""
+    gains = [p.qualities[-1] - p.qualities[0] for p in probes]
+    low, high = min(gains), max(gains)
+    span = (high - low) or 1.0
+    # the largest gain gets the lowest score: it is escalated first
+    return sweep(engine, [_rescored(p, 1.0 - (g - low) / span) for p, g in zip(probes, gains, strict=True)])
 
 
 def _mean_cost(points: Sequence[Point]) -> float | None:
@@ -367,6 +388,59 @@ def report(cascade: Cascade, probes: Sequence[ItemProbe], dataset_name: str, *, 
         oracle_curve=oracle,
         metrics=metrics,
     )
+
+
+def bootstrap_curve_metrics(
+    engine: Engine, probes: Sequence[ItemProbe], *, resamples: int = 200, seed: int = 0
+) -> dict[str, dict[str, float | None]]:
+    """95 % percentile-bootstrap intervals of APGR, CPT(50 %) and CPT(80 %), resampling items.
+
+    A resample whose first and last rungs score alike has no APGR; a CPT a resample never reaches
+    counts as 1 (every request escalated), so an interval reaching 1 says "may not reach it"."""
+    rng = random.Random(seed)
+    n = len(probes)
+    samples: dict[str, list[float]] = {"apgr": [], "cpt50": [], "cpt80": []}
+    for _ in range(resamples):
+        chosen = [probes[rng.randrange(n)] for _ in range(n)]
+        qw = sum(p.qualities[0] for p in chosen) / n
+        qs = sum(p.qualities[-1] for p in chosen) / n
+        if qs == qw:
+            continue
+        curve = sweep(engine, chosen)
+        samples["apgr"].append(apgr(curve, qw, qs))
+        for key, pgr in (("cpt50", 0.5), ("cpt80", 0.8)):
+            value = cpt(curve, qw, qs, pgr)
+            samples[key].append(1.0 if value is None else value)
+    out: dict[str, dict[str, float | None]] = {}
+    for key, values in samples.items():
+        values.sort()
+        if not values:
+            out[key] = {"low": None, "high": None, "resamples": 0}
+            continue
+        out[key] = {
+            "low": values[int(0.025 * len(values))],
+            "high": values[min(len(values) - 1, int(0.975 * len(values)))],
+            "resamples": len(values),
+        }
+    return out
+
+
+def item_outcomes(engine: Engine, probes: Sequence[ItemProbe]) -> list[dict[str, Any]]:
+    """What the configured ladder does with each item: for ``eval --items``."""
+    outcomes = simulate(engine, probes, [])
+    names = [r.name for r in engine.rungs]
+    return [
+        {
+            "id": p.item_id,
+            "answered_by": None if o.answered_rung is None else names[o.answered_rung],
+            "rungs_called": o.rungs_called,
+            "quality": o.quality,
+            "cost_usd": o.cost_usd,
+            "scores": {names[i]: a.score for i, a in enumerate(p.attempts)},
+            "qualities": dict(zip(names, p.qualities, strict=True)),
+        }
+        for p, o in zip(probes, outcomes, strict=True)
+    ]
 
 
 def auroc(scores: Sequence[float], good: Sequence[bool]) -> float | None:

@@ -617,16 +617,19 @@ class DecisionLog:
             )
             return [row[0] for row in rows]
 
-    def iter_records(self, batch: int = 500) -> Iterator[dict[str, Any]]:
-        """Every record, oldest first, each with its feedback."""
+    def iter_records(self, batch: int = 500, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Every record (made at or after ``since``, when given), oldest first, each with its
+        feedback."""
         offset = 0
+        query = select(requests_table)
+        if since is not None:
+            query = query.where(requests_table.c.created_at >= since)
         while True:
             with _guard.db_call(), self.engine().connect() as conn:
                 rows = [
                     self._row(r)
                     for r in conn.execute(
-                        select(requests_table)
-                        .order_by(requests_table.c.created_at, requests_table.c.request_id)
+                        query.order_by(requests_table.c.created_at, requests_table.c.request_id)
                         .offset(offset)
                         .limit(batch)
                     ).mappings()

@@ -253,6 +253,9 @@ class RungSpan:
                     if attempt.score is not None:
                         event[sc.EVALUATION_SCORE] = attempt.score
                     span.add_event(sc.EVALUATION_EVENT, event)
+                drift = attempt.details.get("drift")
+                if isinstance(drift, dict):
+                    span.add_event(sc.DRIFT_EVENT, drift)
                 if attempt.decision == "error":
                     exc = attempt.exception
                     span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__ if exc else "error")

@@ -350,6 +350,11 @@ class LearnedScorer(Scorer):
                 "scorer.embeddings", "this scorer was fitted with external embeddings: pass them"
             )
 
+    @property
+    def fitted(self) -> LearnedModel:
+        """The fitted model this scorer uses (loaded from ``path`` or given as ``model``)."""
+        return self._model
+
     def score(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
         question = "\n".join(m.content for m in request.messages if m.role != "system")
         embedding = None

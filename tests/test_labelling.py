@@ -1,0 +1,156 @@
+"""``label``: qualities by reference, by a judge (score and pairwise) and by agreement."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cascade_router import ConfigError
+from cascade_router.cli.app import app
+from cascade_router.evaluation import labelling
+from cascade_router.evaluation.datasets import Dataset
+from cascade_router.model_io import Request
+from cascade_router.testing import Reply, ScriptedBackend
+
+
+@pytest.mark.parametrize(
+    ("method", "answer", "reference", "quality"),
+    [
+        ("exact", "Paris", "Paris", 1.0),
+        ("exact", "paris", "Paris", 0.0),
+        ("normalized", "The  Paris!", "paris", 1.0),
+        ("last-number", "3 + 4 = 7, so 1,200 apples.\n#### 1,200", "1200", 1.0),
+        ("last-number", "It is 12 or 13", "12", 0.0),
+        ("last-number", "no number here", "12", 0.0),
+        ("choice", "Let me think... The answer is (C).", "C", 1.0),
+        ("choice", "B. Because it is larger", "B", 1.0),
+        ("choice", "The answer is D", "B", 0.0),
+        ("f1", "the cat sat on the mat", "a cat on a mat", pytest.approx(2 * (3 / 4) * 1 / (3 / 4 + 1))),
+    ],
+)
+def test_reference_methods(method: str, answer: str, reference: str, quality: Any) -> None:
+    assert labelling.by_reference(answer, reference, method)[0] == quality
+
+
+def test_regex_reference_and_a_bad_pattern() -> None:
+    assert labelling.by_reference("Final: BLUE.", "blue", "regex", r"Final:\s*(\w+)")[0] == 1.0
+    assert labelling.by_reference("no final", "blue", "regex", r"Final:\s*(\w+)")[0] == 0.0
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        labelling.Labeller("reference:regex", pattern="(unclosed")
+    with pytest.raises(ConfigError, match="the regex method needs --pattern"):
+        labelling.Labeller("agreement:regex")
+    with pytest.raises(ConfigError, match="reference:fuzzy: known methods"):
+        labelling.Labeller("reference:fuzzy")
+
+
+def items() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": "a",
+            "request": "What is 6 * 7?",
+            "reference": "42",
+            "answers": {"cheap": {"text": "6*7 = 42"}, "strong": {"text": "The answer is 42."}},
+        },
+        {
+            "id": "b",
+            "request": "What is 9 * 9?",
+            "reference": "81",
+            "answers": {"cheap": {"text": "9*9 = 72"}, "strong": {"text": "81"}},
+        },
+    ]
+
+
+def test_agreement_needs_no_reference() -> None:
+    data = items()
+    for item in data:
+        del item["reference"]
+    stats = asyncio.run(labelling.Labeller("agreement:last-number").label(data, ["cheap", "strong"]))
+    assert stats.labelled == 4
+    assert [i["answers"]["cheap"]["quality"] for i in data] == [1.0, 0.0]
+    assert [i["answers"]["strong"]["quality"] for i in data] == [1.0, 1.0]
+    assert data[1]["answers"]["cheap"]["label"] == {"answer": 72.0, "last_rung": 81.0}
+
+
+class Grader(ScriptedBackend):
+    """A judge that answers from a function of the prompt it is shown."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__("grader-1", [Reply("unused")])
+        self._answer = answer
+
+    async def ainvoke(self, request: Request) -> Any:
+        out = await super().ainvoke(request)
+        return type(out)(text=self._answer(request.messages[-1].content), usage=out.usage, model="grader-1")
+
+
+def test_judge_scores_and_garbage_is_left_unlabelled_and_counted() -> None:
+    def reply(prompt: str) -> str:
+        if "9*9 = 72" in prompt:
+            return "I am not sure what you mean."  # states no score
+        return "Score: 9" if "42" in prompt or "81" in prompt else "Score: 2"
+
+    data = items()
+    judge = Grader(reply)
+    stats = asyncio.run(labelling.Labeller("judge", judge=judge).label(data, ["cheap", "strong"]))
+    assert (stats.labelled, stats.unreadable) == (3, 1)
+    assert "quality" not in data[1]["answers"]["cheap"]  # never guessed
+    assert data[0]["answers"]["cheap"]["quality"] == 9.0
+    assert data[0]["answers"]["cheap"]["labelled_by"] == "judge:grader-1:score"
+    assert stats.judge_calls == 4
+    assert stats.judge_input_tokens > 0
+
+
+def test_pairwise_judging_in_both_orders_cancels_position_bias() -> None:
+    # A judge that always prefers whichever answer is shown first: neither answer can win on
+    # position alone, so every pairwise label is 0.5 and marked as position-biased.
+    data = items()
+    stats = asyncio.run(
+        labelling.Labeller("judge", judge=Grader(lambda _: "Better: A"), judge_mode="pairwise").label(
+            data, ["cheap", "strong"]
+        )
+    )
+    assert stats.labelled == 4
+    assert [i["answers"]["cheap"]["quality"] for i in data] == [0.5, 0.5]
+    assert all(i["answers"]["cheap"]["label"]["position_bias"] for i in data)
+    assert [i["answers"]["strong"]["quality"] for i in data] == [1.0, 1.0]  # the reference rung
+
+    def fair(prompt: str) -> str:  # prefers the right answer wherever it stands
+        a, b = prompt.split("Answer A:\n")[1].split("\n\nAnswer B:\n")
+        return "Better: tie" if ("72" in a) == ("72" in b) else ("Better: B" if "72" in a else "Better: A")
+
+    data = items()
+    asyncio.run(
+        labelling.Labeller("judge", judge=Grader(fair), judge_mode="pairwise").label(
+            data, ["cheap", "strong"]
+        )
+    )
+    assert [i["answers"]["cheap"]["quality"] for i in data] == [1.0, 0.0]
+
+
+def test_cli_label_in_place_keeps_labels_unless_relabel(tmp_path: Path) -> None:
+    path = tmp_path / "answers.jsonl"
+    path.write_text("".join(json.dumps(i) + "\n" for i in items()))
+    runner = CliRunner()
+    first = runner.invoke(app, ["label", str(path), "--by", "reference:last-number"])
+    assert first.exit_code == 0, first.output
+    assert "labelled 4 answers by reference:last-number" in first.output
+    data = Dataset.load(path)
+    assert data.quality("a", "cheap") == 1.0
+    assert data.quality("b", "cheap") == 0.0
+    again = runner.invoke(app, ["label", str(path), "--by", "agreement:exact"])
+    assert "labelled 0 answers" in again.output
+    assert "kept 4" in again.output
+    redone = runner.invoke(app, ["label", str(path), "--by", "agreement:exact", "--relabel"])
+    assert "labelled 4 answers" in redone.output
+    assert Dataset.load(path).quality("a", "cheap") == 0.0  # different texts: no exact agreement
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(items()[0]) + "\n{oops\n")
+    failed = runner.invoke(app, ["label", str(broken), "--by", "reference:exact"])
+    assert failed.exit_code != 0
+    assert isinstance(failed.exception, ConfigError)
+    assert "broken.jsonl:2: not valid JSON" in str(failed.exception)
