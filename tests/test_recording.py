@@ -11,6 +11,7 @@ import pytest
 
 from cascade_router import ConfigError
 from cascade_router.cascade import Cascade
+from cascade_router.config import LadderConfig
 from cascade_router.evaluation import recording
 from cascade_router.evaluation.datasets import Dataset
 from cascade_router.testing import Reply, ScriptedBackend
@@ -224,3 +225,52 @@ def test_csv_prompts_and_conversations(tmp_path: Path) -> None:
     )
     (item,) = recording.read_prompts(convo)
     assert [m.role for m in item.messages()] == ["system", "user"]
+
+
+def test_judge_verdicts_are_recorded_with_the_answer_and_replayed_not_called_again(tmp_path: Path) -> None:
+    from cascade_router.evaluation import metrics as ev
+    from cascade_router.scorers.judge import JudgeScorer
+
+    judge = ScriptedBackend("judge-1", [Reply("Yes", usage=(50, 1)), Reply("No", usage=(50, 1))])
+    cheap = ScriptedBackend("cheap-1", [Reply("4")])
+    strong = ScriptedBackend("strong-1", [Reply("four")])
+
+    def rungs() -> list[dict[str, Any]]:
+        return [
+            {
+                "model": cheap,
+                "name": "cheap",
+                "scorer": JudgeScorer(judge=judge),
+                "threshold": 0.5,
+                "price": 0,
+            },
+            {"model": strong, "name": "strong", "price": 0},
+        ]
+
+    out = tmp_path / "answers.jsonl"
+    run(Cascade(rungs(), tracing=False), prompts(4), out)
+    assert judge.calls == 4
+    data = Dataset.load(out)
+    recorded = [data.get(f"q{i}").answers["cheap"] for i in range(4)]
+    assert all(a.judge_calls and len(a.judge_calls) == 1 for a in recorded)
+    assert [a.score for a in recorded] == [1.0, 0.0, 1.0, 0.0]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    for line in lines:
+        for answer in line["answers"].values():
+            answer["quality"] = 1.0
+    out.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    labelled = Dataset.load(out)
+    replay = ev.replay_ladder(
+        LadderConfig(
+            name="t",
+            rungs=[
+                {"model": "cheap", "scorer": JudgeScorer(judge=judge), "threshold": 0.5},
+                {"model": "strong"},
+            ],
+        ),
+        labelled,
+    )
+    probes = ev.probe(replay, labelled)
+    assert judge.calls == 4  # every verdict came from the dataset
+    assert [p.attempts[0].score for p in probes] == [1.0, 0.0, 1.0, 0.0]
+    assert probes[0].attempts[0].scorer_usage.input_tokens == 50  # the judge's tokens still count

@@ -59,6 +59,10 @@ class RecordedAnswer(BaseModel):
     """The score the rung's scorer gave when recorded, for reference; evaluations score again."""
     scorer: dict[str, Any] | None = None
     """The recorded scoring: method, judge tokens and cost, the judge's verdict."""
+    judge_calls: list[dict[str, Any]] | None = None
+    """The judge calls made to score this answer when it was recorded (``record``): each with the
+    key of its request, the verdict's text, usage and logprobs. Evaluations replay them instead
+    of calling the judge again."""
     labelled_by: str | None = None
     """How ``quality`` was set: ``reference:last-number``, ``judge:MODEL``, ``agreement:...``."""
     label: dict[str, Any] | None = None
@@ -134,6 +138,17 @@ class Dataset:
         if value is None:
             raise ConfigError(self.name, f"item {item_id!r}: the answer of {model!r} is not labelled")
         return value
+
+    @cached_property
+    def judge_calls(self) -> dict[str, dict[str, Any]]:
+        """Every recorded judge call, by the key of its request (``recording.call_key``)."""
+        return {
+            call["key"]: call
+            for item in self.items
+            for answer in item.answers.values()
+            for call in answer.judge_calls or ()
+            if isinstance(call, dict) and "key" in call
+        }
 
     @cached_property
     def models(self) -> list[str]:

@@ -21,12 +21,13 @@ from typing import Any
 
 from cascade_router import policy
 from cascade_router.attempts import Attempt
+from cascade_router.backend import Backend
 from cascade_router.cascade import Cascade
 from cascade_router.config import LadderConfig
 from cascade_router.engine import Call, Engine
 from cascade_router.errors import ConfigError
 from cascade_router.evaluation.datasets import Dataset, DatasetItem
-from cascade_router.evaluation.replay import ReplayBackend
+from cascade_router.evaluation.replay import ReplayBackend, ReplayJudge
 
 
 @dataclass
@@ -97,10 +98,20 @@ async def aprobe(
     limit = asyncio.Semaphore(concurrency)
     names = [str(b.model) for b in cascade.backends]
     dataset.require_labels(names)
+    verdicts = dataset.judge_calls
+    judges: dict[tuple[int, int], Backend] = {}
+
+    def resolve(model: Any, rung: int) -> Backend:
+        # Judges answer from the verdicts `record` stored, where there are any.
+        key = (id(model), rung)
+        if key not in judges:
+            live = cascade._resolve(model, rung)
+            judges[key] = ReplayJudge(live, verdicts) if verdicts else live
+        return judges[key]
 
     async def one(item: DatasetItem) -> ItemProbe:
         async with limit:
-            call = Call(item.to_request(), cascade.backends, cascade._resolve)
+            call = Call(item.to_request(), cascade.backends, resolve)
             attempts = await cascade.engine.aprobe(call)
         if progress is not None:
             progress(1)

@@ -15,6 +15,7 @@ retried with backoff (honouring ``Retry-After`` when the provider sends one).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import csv
 import hashlib
 import json
@@ -38,6 +39,9 @@ from cascade_router.model_io import Message, ModelOutput, Request, TokenLogprob,
 from cascade_router.observability.redaction import redact
 from cascade_router.openai_format import parse_logprobs
 from cascade_router.pricing import cost_usd
+
+_current_item: contextvars.ContextVar[str] = contextvars.ContextVar("cascade_record_item")
+"""The (item, rung) being probed: a judge call made while scoring it is noted on that answer."""
 
 CHARS_PER_TOKEN = 4
 """The estimate's tokens per character of prompt: about 4 characters per token for English text
@@ -194,7 +198,8 @@ class CallCache:
         self._file.close()
 
 
-def _from_entry(entry: Mapping[str, Any]) -> ModelOutput:
+def output_from_entry(entry: Mapping[str, Any]) -> ModelOutput:
+    """A cached or recorded call's answer, as the backend returned it."""
     tokens_in, tokens_out = entry.get("input_tokens"), entry.get("output_tokens")
     return ModelOutput(
         text=entry["text"],
@@ -244,11 +249,21 @@ class Limits:
 class RecordingBackend(BackendBase):
     """A backend seen through the cache, the provider's concurrency gate and rate-limit retries."""
 
-    def __init__(self, inner: Backend, cache: CallCache, limits: Limits, stats: RecordStats) -> None:
+    def __init__(
+        self,
+        inner: Backend,
+        cache: CallCache,
+        limits: Limits,
+        stats: RecordStats,
+        sink: Callable[[str], list[dict[str, Any]] | None] | None = None,
+    ) -> None:
         self.inner = inner
         self.cache = cache
         self.limits = limits
         self.stats = stats
+        self.sink = sink
+        """For judges: where each call's cache entry is noted, keyed by the request it was made
+        for (``Request.metadata["item_id"]``), so the answer it judged carries it."""
 
     @property
     def provider(self) -> str | None:
@@ -274,7 +289,8 @@ class RecordingBackend(BackendBase):
         entry = self.cache.get(key)
         if entry is not None:
             self.stats.cached += 1
-            return _from_entry(entry)
+            self._note(entry)
+            return output_from_entry(entry)
 
         def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -297,7 +313,15 @@ class RecordingBackend(BackendBase):
             latency = time.monotonic() - started
         self.stats.called += 1
         self.cache.put(key, output, latency)
+        self._note(self.cache.entries[key])
         return output
+
+    def _note(self, entry: dict[str, Any]) -> None:
+        if self.sink is None:
+            return
+        calls = self.sink(_current_item.get(""))
+        if calls is not None:
+            calls.append(entry)
 
     def stream(self, request: Request) -> Any:
         raise NotImplementedError("recording calls models whole")
@@ -446,11 +470,13 @@ async def record(
     previous = _read_existing(out_path)
     backends = [RecordingBackend(b, cache, limits, stats) for b in cascade.backends]
     judges: dict[tuple[int, int], RecordingBackend] = {}
+    # The judge calls made while scoring each (item, rung), to store beside that answer.
+    judged: dict[str, list[dict[str, Any]]] = {}
 
     def resolve(model: Any, rung: int) -> Backend:
         key = (id(model), rung)
         if key not in judges:
-            judges[key] = RecordingBackend(cascade._resolve(model, rung), cache, limits, stats)
+            judges[key] = RecordingBackend(cascade._resolve(model, rung), cache, limits, stats, judged.get)
         return judges[key]
 
     names = [r.name or str(r.model) for r in cascade.rungs]
@@ -472,8 +498,17 @@ async def record(
         for index, name in enumerate(names):
             if budget_hit.is_set():
                 break
-            attempt = await cascade.engine.aprobe_rung(call, index)
+            slot = f"{prompt.item_id}\x00{index}"
+            judged[slot] = []
+            token = _current_item.set(slot)
+            try:
+                attempt = await cascade.engine.aprobe_rung(call, index)
+            finally:
+                _current_item.reset(token)
             recorded = _answer(attempt)
+            judge_calls = judged.pop(slot)
+            if recorded is not None and judge_calls:
+                recorded["judge_calls"] = judge_calls
             if recorded is None:
                 stats.failures.append(
                     f"{prompt.item_id} {name}: {redact(attempt.error or attempt.reason)[:300]}"

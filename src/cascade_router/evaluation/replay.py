@@ -7,9 +7,10 @@ scorers work as they would live.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 
-from cascade_router.backend import BackendBase
+from cascade_router.backend import Backend, BackendBase
 from cascade_router.evaluation.datasets import Dataset
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.openai_format import parse_logprobs
@@ -78,3 +79,55 @@ class ReplayBackend(BackendBase):
 
     def astream(self, request: Request) -> _Replayed:
         return _Replayed(self._answer(request))
+
+
+class ReplayJudge(BackendBase):
+    """A judge whose verdicts come from the dataset where ``record`` stored them (matched by the
+    key of the judge's request), and from the live judge for any request it did not see."""
+
+    def __init__(self, live: Backend, verdicts: Mapping[str, Mapping[str, Any]]) -> None:
+        self.live = live
+        self.verdicts = verdicts
+        self.replayed = 0
+        self.called = 0
+
+    @property
+    def model(self) -> str | None:
+        return self.live.model
+
+    @property
+    def provider(self) -> str | None:
+        return self.live.provider
+
+    @property
+    def request_options(self) -> Mapping[str, Any]:
+        return self.live.request_options
+
+    def _recorded(self, request: Request) -> ModelOutput | None:
+        from cascade_router.evaluation.recording import call_key, output_from_entry
+
+        entry = self.verdicts.get(call_key(self.live, request))
+        if entry is None:
+            return None
+        self.replayed += 1
+        return output_from_entry(entry)
+
+    def invoke(self, request: Request) -> ModelOutput:
+        recorded = self._recorded(request)
+        if recorded is not None:
+            return recorded
+        self.called += 1
+        return self.live.invoke(request)
+
+    async def ainvoke(self, request: Request) -> ModelOutput:
+        recorded = self._recorded(request)
+        if recorded is not None:
+            return recorded
+        self.called += 1
+        return await self.live.ainvoke(request)
+
+    def stream(self, request: Request) -> Any:
+        return self.live.stream(request)
+
+    def astream(self, request: Request) -> Any:
+        return self.live.astream(request)
