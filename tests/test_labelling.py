@@ -154,3 +154,39 @@ def test_cli_label_in_place_keeps_labels_unless_relabel(tmp_path: Path) -> None:
     assert failed.exit_code != 0
     assert isinstance(failed.exception, ConfigError)
     assert "broken.jsonl:2: not valid JSON" in str(failed.exception)
+
+
+def test_log_label_by_agreement_feeds_the_dataset_export(tmp_path: Path) -> None:
+    from cascade_router import Cascade
+    from cascade_router.observability.decision_log import DecisionLog
+
+    db = tmp_path / "log.db"
+    log = DecisionLog(db, store_content=True)
+    cheap = ScriptedBackend("cheap-1", [Reply("It is 4", confidence=0.2), Reply("It is 5", confidence=0.2)])
+    strong = ScriptedBackend("strong-1", [Reply("4")])
+    cascade = Cascade(
+        [
+            {"model": cheap, "name": "cheap", "scorer": {"kind": "logprob"}, "threshold": 0.9},
+            {"model": strong, "name": "strong"},
+        ],
+        tracing=False,
+        decision_log=log,
+    )
+    ids = [cascade.invoke(f"What is 2 + 2? ({i})").request_id for i in range(4)]
+    log.flush(10)
+    log.record_feedback(ids[0], 0.25, rung=0)  # a human label, kept
+    log.close()
+    runner = CliRunner()
+    ran = runner.invoke(app, ["log", "label", "--db", str(db), "--by", "agreement:last-number"])
+    assert ran.exit_code == 0, ran.output
+    assert "labelled 7 logged answers by agreement:last-number" in " ".join(ran.output.split())
+    exported = runner.invoke(app, ["log", "export", "--db", str(db), "--format", "dataset"])
+    assert exported.exit_code == 0, exported.output
+    path = tmp_path / "d.jsonl"
+    path.write_text(exported.stdout)
+    data = Dataset.load(path)
+    assert [data.quality(i, "cheap") for i in ids] == [0.25, 0.0, 1.0, 0.0]
+    assert [data.quality(i, "strong") for i in ids] == [1.0] * 4
+    refused = runner.invoke(app, ["log", "label", "--db", str(db), "--by", "reference:exact"])
+    assert refused.exit_code != 0
+    assert "logged requests have no reference" in refused.output

@@ -36,6 +36,7 @@ app.add_typer(log_app, name="log")
 _cli_eval.register(app)
 _cli_record.register(app)
 _cli_label.register(app)
+_cli_label.register_log(log_app)
 _cli_demo.register(app)
 
 
