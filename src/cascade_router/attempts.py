@@ -45,6 +45,8 @@ class Attempt:
     evidence: Evidence = field(default_factory=Evidence, repr=False)
     """What the policy decided from (score, missing, invalid, error...), so an evaluation can
     ask the same policy again under other thresholds."""
+    shadow: bool = False
+    """Called off the request path by shadow sampling; not part of the answer or its cost."""
 
     @property
     def total_cost_usd(self) -> float | None:
@@ -74,6 +76,7 @@ class Attempt:
             "scorer_cost_usd": self.scorer_cost_usd,
             "latency_s": self.latency_s,
             "ttft_s": self.ttft_s,
+            **({"shadow": True} if self.shadow else {}),
         }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.backends import backend_from
-from cascade_router.config import LadderConfig, Rung, load_config
+from cascade_router.config import LadderConfig, Rung, ShadowSettings, load_config
 from cascade_router.engine import Call, Engine, StreamEvent
 from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import Message, Request
@@ -62,13 +62,15 @@ class Cascade:
         decision_log: str | Path | DecisionLog | None = None,
         tracing: bool = True,
         inference_spans: bool = True,
+        shadow: ShadowSettings | Mapping[str, Any] | None = None,
     ) -> None:
         """The options are ``LadderSettings``' and mean the same on every entry point:
         ``timeout`` / ``max_retries`` are defaults for rungs that set none; ``decision_log`` a
         SQLite path, a SQLAlchemy URL or a ``DecisionLog`` that gets one record per request;
         ``tracing`` emits OpenTelemetry spans through the global tracer provider;
         ``inference_spans`` one ``chat {model}`` span per model call (turn off beside a provider
-        instrumentation, which makes its own)."""
+        instrumentation, which makes its own); ``shadow`` samples requests whose remaining
+        rungs are called off the request path and logged (``ShadowSettings``)."""
         self.name = name
         self.ladder: Ladder[Backend] = build_ladder(
             rungs,
@@ -81,6 +83,7 @@ class Cascade:
             decision_log=decision_log,
             tracing=tracing,
             inference_spans=inference_spans,
+            shadow=shadow,
         )
 
     @classmethod

@@ -68,6 +68,21 @@ class Calibration(BaseModel):
         return value
 
 
+class ShadowSettings(BaseModel):
+    """Shadow sampling (``cascade_router.observability.shadow``): for a share of the requests a
+    lower rung answered, the remaining rungs are also called off the request path and their
+    answers stored in the decision log beside the live one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    rate: float = Field(gt=0, le=1)
+    """The share of eligible requests (answered below the last rung) that are shadowed."""
+    max_cost_per_day_usd: float = Field(ge=0, allow_inf_nan=False)
+    """What shadow calls may cost per UTC day; past it, requests are no longer shadowed."""
+    max_in_flight: int = Field(default=2, ge=1, le=64)
+    """Shadowed requests running at once; a sampled request beyond it is dropped (counted)."""
+
+
 class Rung(BaseModel):
     """One model of the ladder and the rule for accepting its answers."""
 
@@ -218,6 +233,9 @@ class LadderSettings(BaseModel):
     """Emit a ``chat {model}`` span per model call. Turn off when a provider instrumentation
     (OpenInference, opentelemetry-instrumentation-openai...) already does, so that tracing
     backends do not count the tokens twice."""
+    shadow: ShadowSettings | None = None
+    """Call the rungs above the answering one for a sampled share of requests, off the request
+    path, within a daily budget, and log their answers (needs ``decision_log``). None: off."""
 
     @field_validator("timeout", "max_retries", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from cascade_router.errors import RungTimeoutError, ScorerError
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.observability.decision_log import DecisionLog, Deferred
 from cascade_router.observability.drift import DriftWatch
+from cascade_router.observability.shadow import ShadowSampler
 from cascade_router.observability.signal_watch import SignalWatch
 from cascade_router.observability.telemetry import RequestSpan, RungSpan, Telemetry
 from cascade_router.policy import Evidence
@@ -65,6 +66,9 @@ class Call:
     closed and the current context another one. None: the context current when the request starts."""
     overrides: Overrides | None = None
     """This request's own start rung and thresholds (``resolve_overrides``)."""
+    shadow_backends: Sequence[Backend] | None = None
+    """The backends shadow calls use, when they must differ from ``backends`` (an adapter's
+    backends that report to the request's callbacks, which ended with it); None: ``backends``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class _InFlight:
     t0: float
     attempts: list[Attempt]
     request: Request | None = None
+    call: Call | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +186,7 @@ class Engine:
         name: str = "cascade",
         telemetry: Telemetry | None = None,
         decision_log: DecisionLog | None = None,
+        shadow: ShadowSampler | None = None,
     ) -> None:
         """``propagate``: exception types that are control flow, not rung failures (LangGraph's
         interrupts, say); they pass through instead of falling back. ``telemetry`` defaults to
@@ -197,6 +203,8 @@ class Engine:
         self.config_hash = config_hash(name, self.ladder, accept_last, on_exhausted)
         self.telemetry = telemetry or Telemetry(name, [r.name for r in self.rungs])
         self.decision_log = decision_log
+        self.shadow = shadow
+        """Samples requests whose remaining rungs are called off the request path (None: off)."""
         self.signal_watch = SignalWatch(name)
         self.drift_watch = DriftWatch(name)
         """Warns when a rung's scorer keeps getting no signal (every request then escalates)."""
@@ -216,6 +224,7 @@ class Engine:
             time.perf_counter(),
             [],
             call.request,
+            call,
         )
 
     def _done(self, state: _InFlight, result: Result | None, error: BaseException | None) -> None:
@@ -233,26 +242,59 @@ class Engine:
         if log is None:
             return
         # Only the times are taken here; the row is built on the writer thread.
-        log.record(
-            Deferred(
-                state.request_id,
-                partial(
-                    request_record,
-                    request_id=state.request_id,
-                    trace_id=state.span.trace_id,
-                    cascade=self.name,
-                    config_hash=self.config_hash,
-                    ladder=self.ladder,
-                    created_at=datetime.now(UTC),
-                    latency_s=time.perf_counter() - state.t0,
-                    attempts=state.attempts,
-                    result=result,
-                    error=error,
-                    request=state.request,
-                    store_content=log.store_content,
-                ),
+        created_at, latency_s = datetime.now(UTC), time.perf_counter() - state.t0
+
+        def write(shadowed: Sequence[Attempt] = ()) -> None:
+            log.record(
+                Deferred(
+                    state.request_id,
+                    partial(
+                        request_record,
+                        request_id=state.request_id,
+                        trace_id=state.span.trace_id,
+                        cascade=self.name,
+                        config_hash=self.config_hash,
+                        ladder=self.ladder,
+                        created_at=created_at,
+                        latency_s=latency_s,
+                        attempts=state.attempts,
+                        result=result,
+                        error=error,
+                        request=state.request,
+                        store_content=log.store_content,
+                        shadow_attempts=shadowed,
+                    ),
+                )
             )
-        )
+
+        shadow, call = self.shadow, state.call
+        if (
+            shadow is not None
+            and call is not None
+            and result is not None
+            and result.answered_by.rung < len(self.rungs) - 1
+            and shadow.submit(partial(self._shadow, call, result.answered_by.rung + 1, write))
+        ):
+            return  # the shadow job writes the record when its calls end
+        write()
+
+    def _shadow(self, call: Call, first: int, write: Callable[[Sequence[Attempt]], None]) -> float | None:
+        """The rungs from ``first`` up, called for the log only (untraced, on a shadow thread),
+        then the request's record with them; returns what they cost (None: unknown)."""
+        attempts: list[Attempt] = []
+        try:
+            shadow_call = Call(call.request, call.shadow_backends or call.backends, call.resolve)
+            for index in range(first, len(self.rungs)):
+                self._attempt(shadow_call, index, self.telemetry.untraced, attempts)
+        finally:
+            for attempt in attempts:
+                attempt.shadow = True
+            write(attempts)  # whatever happened, the live record is written
+        cost: float | None = 0.0
+        for attempt in attempts:
+            c = attempt.total_cost_usd
+            cost = None if c is None or cost is None else cost + c
+        return cost
 
     # -- pieces shared by every driver -------------------------------------------------------
 

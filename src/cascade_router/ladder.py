@@ -23,6 +23,7 @@ from cascade_router.config import (
     Calibration,
     LadderSettings,
     Rung,
+    ShadowSettings,
     as_rungs,
     check_ladder,
     validation_problem,
@@ -31,6 +32,7 @@ from cascade_router.engine import Engine, Overrides
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog, shared_log
 from cascade_router.observability.redaction import register_object_secrets
+from cascade_router.observability.shadow import ShadowSampler
 from cascade_router.observability.telemetry import Telemetry
 from cascade_router.pricing import Price
 from cascade_router.scorers import Scorer
@@ -257,6 +259,7 @@ def build_ladder(
     tracing: bool = True,
     inference_spans: bool = True,
     annotate: bool = False,
+    shadow: ShadowSettings | Mapping[str, Any] | None = None,
 ) -> Ladder[M]:
     """Assemble a ladder from its rungs and the ladder settings (``LadderSettings``' fields).
 
@@ -275,9 +278,12 @@ def build_ladder(
             decision_log=decision_log,
             tracing=tracing,
             inference_spans=inference_spans,
+            shadow=shadow,
         )
     except ValidationError as exc:
         raise ConfigError(*validation_problem(exc)) from None
+    if settings.shadow is not None and decision_log is None:
+        raise ConfigError("shadow", "shadow answers are stored in the decision log: set decision_log too")
     parsed = as_rungs(list(rungs) if isinstance(rungs, list | tuple) else rungs)
     check_ladder(parsed, accept_last=accept_last)
     models = [_resolve(bind, r.model, f"rungs[{i}].model") for i, r in enumerate(parsed)]
@@ -305,6 +311,14 @@ def build_ladder(
             name, [r.name for r in runtimes], enabled=tracing, inference_spans=inference_spans
         ),
         decision_log=shared_log(decision_log) if decision_log is not None else None,
+        shadow=ShadowSampler(
+            name,
+            rate=settings.shadow.rate,
+            max_cost_per_day_usd=settings.shadow.max_cost_per_day_usd,
+            max_in_flight=settings.shadow.max_in_flight,
+        )
+        if settings.shadow is not None
+        else None,
     )
     resolved = [
         r if r.model is m else r.model_copy(update={"model": m}) for r, m in zip(parsed, models, strict=True)

@@ -93,9 +93,11 @@ def request_record(
     error: BaseException | None,
     request: Request | None,
     store_content: bool,
+    shadow_attempts: Sequence[Attempt] = (),
 ) -> dict[str, Any]:
     """One decision-log row. Built on the log's writer thread, off the request path: the times
-    are taken when the request ends and passed in."""
+    are taken when the request ends and passed in. ``shadow_attempts`` (shadow sampling) are
+    stored after the live ones, marked, and count in neither the tokens nor the cost."""
     usage = Usage()
     cost: float | None = 0.0
     for a in attempts:
@@ -128,8 +130,8 @@ def request_record(
         "latency_s": latency_s,
         "error": error_text(error) if error is not None and result is None else None,
         "ladder": ladder,
-        "attempts": [a.to_dict() for a in attempts],
-        "content": _content(request, attempts) if store_content else None,
+        "attempts": [a.to_dict() for a in [*attempts, *shadow_attempts]],
+        "content": _content(request, [*attempts, *shadow_attempts]) if store_content else None,
     }
 
 

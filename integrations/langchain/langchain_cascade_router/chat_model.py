@@ -431,7 +431,29 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             structured=parser is not None,
             keep_unparsed=ladder.keep_unparsed,
         )
-        return Call(request, _LazyBackends(len(runnables), build), resolve, overrides=overrides)
+
+        def build_unreported(i: int) -> Backend:
+            # Shadow calls run after the request's run ended: they report to no handler.
+            return LangChainBackend(
+                runnables[i],
+                provider=identities[i][0],
+                model=identities[i][1],
+                config=None,
+                stop=stop,
+                kwargs=call_kwargs,
+                parser=parser,
+                takes_raw=takes_raw,
+                unobserved=True,
+            )
+
+        shadow = _LazyBackends(len(runnables), build_unreported) if ladder.engine.shadow is not None else None
+        return Call(
+            request,
+            _LazyBackends(len(runnables), build),
+            resolve,
+            overrides=overrides,
+            shadow_backends=shadow,
+        )
 
     # Token usage. The rungs' calls are child runs that report their own usage to callback
     # handlers (LangSmith, get_usage_metadata_callback, OpenTelemetry instrumentations), so the

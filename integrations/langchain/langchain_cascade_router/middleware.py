@@ -14,7 +14,7 @@ from langgraph.errors import GraphBubbleUp
 
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend, BackendBase
-from cascade_router.config import Rung
+from cascade_router.config import Rung, ShadowSettings
 from cascade_router.engine import Call, Engine
 from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import ModelOutput, Request
@@ -124,6 +124,7 @@ class CascadeMiddleware(AgentMiddleware):
         decision_log: str | Path | DecisionLog | None = None,
         tracing: bool = True,
         inference_spans: bool = True,
+        shadow: ShadowSettings | Mapping[str, Any] | None = None,
     ) -> None:
         """The options are ``LadderSettings``' and mean what they mean on ``CascadeChatModel``."""
         super().__init__()
@@ -139,6 +140,7 @@ class CascadeMiddleware(AgentMiddleware):
             decision_log=decision_log,
             tracing=tracing,
             inference_spans=inference_spans,
+            shadow=shadow,
         )
         # What the agent's handler calls for each rung: the rung's model, unstreamed. The
         # agent's stream would otherwise show every rung's answer token by token before it is

@@ -150,7 +150,7 @@ def show(request_id: str, db: Db) -> None:
     for a in record["attempts"]:
         table.add_row(
             str(a["rung"]),
-            a["name"],
+            a["name"] + (" (shadow)" if a.get("shadow") else ""),
             a["model"] or "-",
             a["decision"],
             "-" if a["score"] is None else f"{a['score']:.3f}",

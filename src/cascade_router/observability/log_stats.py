@@ -40,7 +40,8 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> LogSummary:
         s.outcomes[r["outcome"]] += 1
         if r.get("answered_name") is not None:
             s.answered_by[r["answered_name"]] += 1
-        attempts = r.get("attempts") or []
+        # Shadow calls (made for the log, off the request path) are not the request's.
+        attempts = [a for a in r.get("attempts") or [] if not a.get("shadow")]
         if len(attempts) > 1:
             s.escalated += 1
         if r.get("cost_usd") is None:
