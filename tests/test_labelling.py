@@ -190,3 +190,21 @@ def test_log_label_by_agreement_feeds_the_dataset_export(tmp_path: Path) -> None
     refused = runner.invoke(app, ["log", "label", "--db", str(db), "--by", "reference:exact"])
     assert refused.exit_code != 0
     assert "logged requests have no reference" in refused.output
+
+
+def test_agreement_judged_by_a_model() -> None:
+    def same(prompt: str) -> str:
+        first = prompt.split("Answer 1:\n")[1].split("\n\nAnswer 2:", maxsplit=1)[0]
+        if "72" in first:
+            return "No, the first says 72."
+        return "Yes" if "42" in first or "81" in first else "Hmm."
+
+    data = items()
+    labeller = labelling.Labeller("agreement:judge", judge=Grader(same))
+    stats = asyncio.run(labeller.label(data, ["cheap", "strong"]))
+    assert labeller.name == "agreement:judge:grader-1"
+    assert [i["answers"]["cheap"]["quality"] for i in data] == [1.0, 0.0]
+    assert [i["answers"]["strong"]["quality"] for i in data] == [1.0, 1.0]
+    assert stats.judge_calls == 2  # the last rung is not compared with itself
+    with pytest.raises(ConfigError, match="agreement:judge needs a judge model"):
+        labelling.Labeller("agreement:judge")

@@ -32,9 +32,14 @@ def _items(path: Path) -> list[dict[str, Any]]:
 def _judge(
     by: str, judge_config: Path | None, cache_path: Path, concurrency: int
 ) -> tuple[recording.RecordingBackend | None, recording.CallCache | None, str]:
-    """The judge of ``--by judge[:provider:model]`` / ``--judge-config``, its calls cached."""
+    """The judge of ``--by judge[:provider:model]`` / ``agreement:judge`` / ``--judge-config``,
+    its calls cached."""
     kind, _, spec = by.partition(":")
-    if kind != "judge":
+    if by == "agreement:judge":
+        if judge_config is None:
+            raise typer.BadParameter("agreement:judge needs --judge-config FILE")
+        spec = ""
+    elif kind != "judge":
         return None, None, by
     if judge_config is not None and spec:
         raise typer.BadParameter("give the judge as judge:provider:model or --judge-config, not both")
@@ -49,7 +54,8 @@ def _judge(
     # Judge calls are cached, so labelling again does not pay twice.
     cache = recording.CallCache(cache_path)
     limits = recording.Limits(concurrency=concurrency)
-    return recording.RecordingBackend(inner, cache, limits, recording.RecordStats()), cache, "judge"
+    judge = recording.RecordingBackend(inner, cache, limits, recording.RecordStats())
+    return judge, cache, "agreement:judge" if by == "agreement:judge" else "judge"
 
 
 def label_command(
@@ -58,7 +64,7 @@ def label_command(
         str,
         typer.Option(
             help="reference:exact|normalized|last-number|regex|choice|f1, judge[:provider:model], "
-            "or agreement:exact|normalized|last-number|regex|choice."
+            "or agreement:exact|normalized|last-number|regex|choice|judge."
         ),
     ],
     pattern: Annotated[
@@ -155,7 +161,10 @@ def _as_feedback(quality: float, labelled_by: str) -> float:
 def log_label_command(
     db: Annotated[str, typer.Option(help="The decision log: a SQLite path or a SQLAlchemy URL.")],
     by: Annotated[
-        str, typer.Option(help="agreement:METHOD or judge[:provider:model] (see cascade-router label).")
+        str,
+        typer.Option(
+            help="agreement:METHOD (judge too) or judge[:provider:model] (see cascade-router label)."
+        ),
     ],
     pattern: Annotated[str | None, typer.Option(help="The regex of agreement:regex.")] = None,
     judge_config: Annotated[

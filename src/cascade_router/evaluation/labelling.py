@@ -13,7 +13,8 @@
   (``JUDGE_PAIRWISE_RUBRIC``). A reply the labeller cannot read leaves the answer unlabelled
   and is counted; it is never guessed.
 - ``agreement:METHOD``: 1 when the answer's final answer (under a normalizer: ``last-number``,
-  ``normalized``, ``exact``, ``choice``) equals the last rung's, else 0. It needs no reference
+  ``normalized``, ``exact``, ``choice``) equals the last rung's, else 0; ``agreement:judge`` asks
+  a judge whether the two give the same final answer (``JUDGE_EQUIVALENCE_RUBRIC``). It needs no reference
   and no judge: the label-free proxy for "escalating would not have changed the answer".
 """
 
@@ -154,6 +155,13 @@ JUDGE_PAIRWISE_RUBRIC = (
 )
 """The system prompt of ``judge`` labelling in ``pairwise`` mode."""
 
+JUDGE_EQUIVALENCE_RUBRIC = (
+    "You compare two answers to the same question. Decide whether they give the same final answer "
+    "(wording, length and explanation do not matter; the conclusion does). Reply with one word: "
+    "Yes or No."
+)
+"""The system prompt of ``agreement:judge`` labelling."""
+
 _SCORE = re.compile(r"score\s*[:=]?\s*(10|[1-9])(?:\s*/\s*10)?\b", re.IGNORECASE)
 _OUT_OF_TEN = re.compile(r"\b(10|[1-9])\s*/\s*10\b")
 _BETTER = re.compile(r"better\s*[:=]?\s*(a|b|tie)\b", re.IGNORECASE)
@@ -176,6 +184,15 @@ def read_better(reply: str) -> str | None:
     return found.group(1).lower() if found else None
 
 
+_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+
+
+def read_yes_no(reply: str) -> bool | None:
+    """A leading Yes or No, or None."""
+    found = _YES_NO.search(reply)
+    return None if found is None else found.group(1).lower() == "yes"
+
+
 def _transcript(messages: Sequence[Message], limit: int = 16000) -> str:
     text = "\n".join(f"[{m.role}] {m.content}" for m in messages)
     return (
@@ -186,6 +203,14 @@ def _transcript(messages: Sequence[Message], limit: int = 16000) -> str:
 def score_request(question: Sequence[Message], answer: str) -> Request:
     prompt = f"Question:\n{_transcript(question)}\n\nAnswer:\n{answer[:8000]}\n\nScore the answer."
     return Request(messages=[Message("system", JUDGE_SCORE_RUBRIC), Message("user", prompt)])
+
+
+def equivalence_request(question: Sequence[Message], first: str, second: str) -> Request:
+    prompt = (
+        f"Question:\n{_transcript(question)}\n\nAnswer 1:\n{first[:8000]}\n\nAnswer 2:\n{second[:8000]}"
+        "\n\nDo they give the same final answer?"
+    )
+    return Request(messages=[Message("system", JUDGE_EQUIVALENCE_RUBRIC), Message("user", prompt)])
 
 
 def pairwise_request(question: Sequence[Message], first: str, second: str) -> Request:
@@ -257,6 +282,9 @@ class Labeller:
                 )
             if method == "regex":
                 normalizer("regex", self.pattern)  # fail now on a bad pattern
+        elif kind == "agreement" and method == "judge":
+            if self.judge is None:
+                raise ConfigError("--by", "agreement:judge needs a judge model (--judge-config)")
         elif kind == "agreement":
             method = method or "normalized"
             if method not in AGREEMENT_METHODS:
@@ -280,6 +308,8 @@ class Labeller:
         if self.kind == "judge":
             assert self.judge is not None
             return f"judge:{self.judge.model}:{self.method}"
+        if self.method == "judge" and self.judge is not None:
+            return f"agreement:judge:{self.judge.model}"
         return f"{self.kind}:{self.method}"
 
     async def label(self, items: list[dict[str, Any]], models: Sequence[str]) -> LabelStats:
@@ -304,6 +334,16 @@ class Labeller:
                     stats.no_reference += 1
                     return
                 result = by_reference(answer["text"], str(reference), self.method, self.pattern)
+            elif self.kind == "agreement" and self.method == "judge":
+                if last not in answers:
+                    return
+                if model == last:
+                    result = (1.0, {"reference_rung": True})
+                else:
+                    async with gate:
+                        result = await self._equivalent(item, model, last, stats)
+                    if result is None:
+                        return
             elif self.kind == "agreement":
                 if last not in answers:
                     return
@@ -324,6 +364,27 @@ class Labeller:
 
         await asyncio.gather(*(one(item, m) for item in items for m in models))
         return stats
+
+    async def _equivalent(
+        self, item: Mapping[str, Any], model: str, last: str, stats: LabelStats
+    ) -> tuple[float, dict[str, Any]] | None:
+        """Agreement judged: does the answer say the same as the last rung's?"""
+        assert self.judge is not None
+        question = _messages(item["request"])
+        request = equivalence_request(question, item["answers"][model]["text"], item["answers"][last]["text"])
+        try:
+            output = await self.judge.ainvoke(request)
+        except Exception as exc:  # one failed call leaves one answer unlabelled
+            stats.failed += 1
+            stats.note(f"{item['id']} {model}: {type(exc).__name__}: {str(exc)[:120]}")
+            return None
+        stats.add_cost(self.judge, output)
+        verdict = read_yes_no(output.text)
+        if verdict is None:
+            stats.unreadable += 1
+            stats.note(f"{item['id']} {model}: {output.text[:120]!r}")
+            return None
+        return float(verdict), {"same": verdict, "reply": output.text[:300]}
 
     async def _judged(
         self, item: Mapping[str, Any], model: str, last: str, stats: LabelStats
