@@ -69,6 +69,8 @@ class Call:
     shadow_backends: Sequence[Backend] | None = None
     """The backends shadow calls use, when they must differ from ``backends`` (an adapter's
     backends that report to the request's callbacks, which ended with it); None: ``backends``."""
+    shadow_resolve: Resolver | None = None
+    """The judges' resolver for shadow calls, likewise; None: ``resolve``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +285,9 @@ class Engine:
         then the request's record with them; returns what they cost (None: unknown)."""
         attempts: list[Attempt] = []
         try:
-            shadow_call = Call(call.request, call.shadow_backends or call.backends, call.resolve)
+            shadow_call = Call(
+                call.request, call.shadow_backends or call.backends, call.shadow_resolve or call.resolve
+            )
             for index in range(first, len(self.rungs)):
                 self._attempt(shadow_call, index, self.telemetry.untraced, attempts)
         finally:

@@ -146,13 +146,21 @@ def test_langchain_shadow_calls_report_to_no_handler(tmp_path: Path) -> None:
         def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
             self.names.append(kwargs.get("name") or str(kwargs.get("tags") or []))
 
+    from langchain_cascade_router import JudgeScorer
+
     log = DecisionLog(tmp_path / "log.db", store_content=True)
     strong = ScriptedChatModel(model_name="strong", replies=[Reply("the strong answer")])
+    judge = ScriptedChatModel(model_name="judge", replies=[Reply("No")])
     llm = CascadeChatModel(
         rungs=[
             {
                 "model": ScriptedChatModel(model_name="cheap", replies=[Reply("cheap", confidence=0.95)]),
                 "scorer": LogprobScorer(),
+                "threshold": 0.5,
+            },
+            {
+                "model": ScriptedChatModel(model_name="middle", replies=[Reply("middle")]),
+                "scorer": JudgeScorer(judge=judge),
                 "threshold": 0.5,
             },
             {"model": strong},
@@ -166,8 +174,10 @@ def test_langchain_shadow_calls_report_to_no_handler(tmp_path: Path) -> None:
     sampler = llm._ladder.engine.shadow
     assert sampler is not None
     assert sampler.drain(5)
-    assert len(handler.names) == 2  # the cascade's run and the cheap rung's; not the shadow call
+    # the cascade's run and the cheap rung's; not the shadow calls (middle, its judge, strong)
+    assert len(handler.names) == 2
     log.flush(5)
     (record,) = list(log.iter_records())
-    assert record["content"]["answers"] == ["cheap", "the strong answer"]
+    assert record["content"]["answers"] == ["cheap", "middle", "the strong answer"]
+    assert record["attempts"][1]["scorer_input_tokens"] > 0  # the judge was called, unreported
     log.close()

@@ -446,13 +446,21 @@ class CascadeChatModel(BaseChatModel, LadderModel):
                 unobserved=True,
             )
 
-        shadow = _LazyBackends(len(runnables), build_unreported) if ladder.engine.shadow is not None else None
+        def resolve_unreported(model: Any, rung: int) -> Backend:
+            if model is None:
+                judge, provider, name = ladder.models[rung], *ladder.identities[rung]
+            else:
+                judge, provider, name = ladder.ladder.judges.get(model)
+            return LangChainBackend(judge, provider=provider, model=name, config=None)
+
+        shadowed = ladder.engine.shadow is not None
         return Call(
             request,
             _LazyBackends(len(runnables), build),
             resolve,
             overrides=overrides,
-            shadow_backends=shadow,
+            shadow_backends=_LazyBackends(len(runnables), build_unreported) if shadowed else None,
+            shadow_resolve=resolve_unreported if shadowed else None,
         )
 
     # Token usage. The rungs' calls are child runs that report their own usage to callback
