@@ -159,7 +159,12 @@ def _as_feedback(quality: float, labelled_by: str) -> float:
 
 
 def log_label_command(
-    db: Annotated[str, typer.Option(help="The decision log: a SQLite path or a SQLAlchemy URL.")],
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db", envvar="CASCADE_ROUTER_DB", help="The decision log: a SQLite file or a SQLAlchemy URL."
+        ),
+    ],
     by: Annotated[
         str,
         typer.Option(
@@ -181,13 +186,13 @@ def log_label_command(
     Agreement compares each answer with the last answer of the same request (requests that
     escalated hold several); a judge grades each answer (score) or compares it with that last
     answer (pairwise). A judge's 1-10 score is stored as (score - 1) / 9."""
-    from cascade_router.observability.decision_log import DecisionLog
+    from cascade_router.cli.app import _open  # the log checked: a bad --db is one line
 
     if by.partition(":")[0] == "reference":
         raise typer.BadParameter("logged requests have no reference: use agreement:METHOD or judge")
     if mode not in ("score", "pairwise"):
         raise typer.BadParameter(f"--mode {mode!r}: expected score or pairwise")
-    log = DecisionLog(db)
+    log = _open(db)
     judge, call_cache, kind = _judge(by, judge_config, cache, concurrency)
     labeller = labelling.Labeller(
         kind,
