@@ -172,6 +172,10 @@ def test_the_budget_stops_the_run(tmp_path: Path) -> None:
     )
     assert stats.spent_usd <= 1.0 + 0.5 * 2  # at most the calls already in flight over the line
     assert strong.calls < 10
+    # $0.50 a call against $1.00: the third call crosses the line; at most the two prompts in
+    # flight with it (concurrency 1, two prompts at a time) are called after
+    assert strong.calls <= 4
+    assert stats.items < 10
 
 
 def test_the_estimate_prices_uncached_calls_only(tmp_path: Path) -> None:

@@ -403,26 +403,33 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             ladder.takes_raw,
         )
 
-        def build(i: int) -> Backend:
+        # One rung backend / judge resolver per way of reporting: to this request's run (a child
+        # run of it), or to no handler at all (shadow calls, made after the run ended).
+        def rung_backend(i: int, config: RunnableConfig | None, quiet: bool) -> Backend:
             return LangChainBackend(
                 runnables[i],
                 provider=identities[i][0],
                 model=identities[i][1],
-                config=child_callbacks(parent, f"cascade:rung:{i}", asynchronous),
+                config=config,
                 stop=stop,
                 kwargs=call_kwargs,
                 parser=parser,
                 takes_raw=takes_raw,
-                unobserved=unobserved,
+                unobserved=quiet,
             )
 
-        def resolve(model: Any, rung: int) -> Backend:
+        def judge_backend(model: Any, rung: int, config: RunnableConfig | None) -> Backend:
             if model is None:
                 judge, provider, name = ladder.models[rung], *ladder.identities[rung]
             else:
                 judge, provider, name = ladder.ladder.judges.get(model)
-            config = child_callbacks(parent, f"cascade:judge:{rung}", asynchronous)
             return LangChainBackend(judge, provider=provider, model=name, config=config)
+
+        def build(i: int) -> Backend:
+            return rung_backend(i, child_callbacks(parent, f"cascade:rung:{i}", asynchronous), unobserved)
+
+        def resolve(model: Any, rung: int) -> Backend:
+            return judge_backend(model, rung, child_callbacks(parent, f"cascade:judge:{rung}", asynchronous))
 
         request = Request(
             messages,
@@ -431,36 +438,16 @@ class CascadeChatModel(BaseChatModel, LadderModel):
             structured=parser is not None,
             keep_unparsed=ladder.keep_unparsed,
         )
-
-        def build_unreported(i: int) -> Backend:
-            # Shadow calls run after the request's run ended: they report to no handler.
-            return LangChainBackend(
-                runnables[i],
-                provider=identities[i][0],
-                model=identities[i][1],
-                config=None,
-                stop=stop,
-                kwargs=call_kwargs,
-                parser=parser,
-                takes_raw=takes_raw,
-                unobserved=True,
-            )
-
-        def resolve_unreported(model: Any, rung: int) -> Backend:
-            if model is None:
-                judge, provider, name = ladder.models[rung], *ladder.identities[rung]
-            else:
-                judge, provider, name = ladder.ladder.judges.get(model)
-            return LangChainBackend(judge, provider=provider, model=name, config=None)
-
         shadowed = ladder.engine.shadow is not None
         return Call(
             request,
             _LazyBackends(len(runnables), build),
             resolve,
             overrides=overrides,
-            shadow_backends=_LazyBackends(len(runnables), build_unreported) if shadowed else None,
-            shadow_resolve=resolve_unreported if shadowed else None,
+            shadow_backends=_LazyBackends(len(runnables), lambda i: rung_backend(i, None, True))
+            if shadowed
+            else None,
+            shadow_resolve=(lambda model, rung: judge_backend(model, rung, None)) if shadowed else None,
         )
 
     # Token usage. The rungs' calls are child runs that report their own usage to callback

@@ -199,9 +199,15 @@ def guaranteed(
     span = (hi - lo) or 1.0
     candidates = sorted(_candidates(probes, 0, 400), reverse=True)
 
+    simulated: dict[float, list[Outcome]] = {}  # the floor, the test and the choice reuse them
+
+    def outcomes_at(t: float) -> list[Outcome]:
+        if t not in simulated:
+            simulated[t] = simulate(engine, probes, [t])
+        return simulated[t]
+
     def losses(t: float) -> list[float]:
-        outcomes = simulate(engine, probes, [t])
-        return [(p.qualities[-1] - o.quality) / span for p, o in zip(probes, outcomes, strict=True)]
+        return [(p.qualities[-1] - o.quality) / span for p, o in zip(probes, outcomes_at(t), strict=True)]
 
     floor = bounds.upper_bound(bound, losses(candidates[0]), low=-1.0, high=1.0, delta=delta)
     never = losses(0.0)
@@ -222,9 +228,8 @@ def guaranteed(
             f"δ={delta} (the smallest certifiable ε here is {floor:.4f}): use more calibration "
             "data or a larger ε",
         )
-    chosen = losses(t)
-    certified = bounds.upper_bound(bound, chosen, low=-1.0, high=1.0, delta=delta)
-    outcomes = simulate(engine, probes, [t])
+    certified = bounds.upper_bound(bound, losses(t), low=-1.0, high=1.0, delta=delta)
+    outcomes = outcomes_at(t)
     certificate = Certificate(epsilon, delta, bound, n, min(certified, epsilon), floor, never_loss)
     return Choice([t], summarize(outcomes, len(engine.rungs)), escalation_rate(outcomes), True, certificate)
 

@@ -274,25 +274,16 @@ class Labeller:
 
     def __post_init__(self) -> None:
         kind, _, method = self.by.partition(":")
-        if kind == "reference":
-            method = method or "normalized"
-            if method not in REFERENCE_METHODS:
-                raise ConfigError(
-                    "--by", f"reference:{method}: known methods are {', '.join(REFERENCE_METHODS)}"
-                )
-            if method == "regex":
-                normalizer("regex", self.pattern)  # fail now on a bad pattern
-        elif kind == "agreement" and method == "judge":
+        if kind == "agreement" and method == "judge":
             if self.judge is None:
                 raise ConfigError("--by", "agreement:judge needs a judge model (--judge-config)")
-        elif kind == "agreement":
+        elif kind in ("reference", "agreement"):
             method = method or "normalized"
-            if method not in AGREEMENT_METHODS:
-                raise ConfigError(
-                    "--by", f"agreement:{method}: known methods are {', '.join(AGREEMENT_METHODS)}"
-                )
+            known = REFERENCE_METHODS if kind == "reference" else AGREEMENT_METHODS
+            if method not in known:
+                raise ConfigError("--by", f"{kind}:{method}: known methods are {', '.join(known)}")
             if method == "regex":
-                normalizer("regex", self.pattern)
+                normalizer("regex", self.pattern)  # fail now on a bad pattern
         elif kind == "judge":
             if self.judge is None:
                 raise ConfigError("--by", "judge labelling needs a judge model")

@@ -299,7 +299,6 @@ class RecordingBackend(BackendBase):
             return after if after is not None else backoff
 
         async with self.limits.gate(self.inner.provider):
-            started = time.monotonic()
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_rate_limit),
                 wait=wait,
@@ -458,12 +457,12 @@ async def record(
     limits: Limits | None = None,
     max_cost_usd: float | None = None,
     progress: Callable[[int], None] | None = None,
-    checkpoint_every: int = 20,
+    checkpoint_s: float = 5.0,
 ) -> RecordStats:
     """Record every rung's answer to every prompt into ``out`` (the dataset format, qualities
-    unset). ``out`` is rewritten whole, atomically, every ``checkpoint_every`` items and at the
-    end; items already in it keep their labels. Stops calling models once ``max_cost_usd`` is
-    spent (what is recorded so far is kept)."""
+    unset). ``out`` is rewritten whole, atomically, every ``checkpoint_s`` seconds in which
+    items were finished, and at the end; items already in it keep their labels. Stops calling
+    models once ``max_cost_usd`` is spent (what is recorded so far is kept)."""
     limits = limits or Limits()
     stats = RecordStats()
     out_path = Path(out)
@@ -544,9 +543,12 @@ async def record(
             progress(1)
 
     async def write_through() -> None:
+        written = 0
         while True:
-            await asyncio.sleep(5)
-            _write(out_path, prompts, finished, previous)
+            await asyncio.sleep(checkpoint_s)
+            if len(finished) != written:  # nothing new: no rewrite
+                written = len(finished)
+                _write(out_path, prompts, finished, previous)
 
     writer = asyncio.create_task(write_through())
     try:

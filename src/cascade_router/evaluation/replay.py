@@ -12,6 +12,7 @@ from typing import Any
 
 from cascade_router.backend import Backend, BackendBase
 from cascade_router.evaluation.datasets import Dataset
+from cascade_router.evaluation.recording import call_key, output_from_entry
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.openai_format import parse_logprobs
 
@@ -104,8 +105,6 @@ class ReplayJudge(BackendBase):
         return self.live.request_options
 
     def _recorded(self, request: Request) -> ModelOutput | None:
-        from cascade_router.evaluation.recording import call_key, output_from_entry
-
         entry = self.verdicts.get(call_key(self.live, request))
         if entry is None:
             return None
