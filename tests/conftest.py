@@ -57,3 +57,43 @@ def local_llm() -> Iterator[str]:
         yield server.url
     finally:
         server_script.stop(server)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server on loopback (``redis-server`` from Debian, which ``.ci/run``
+    installs), or ``CASCADE_TEST_REDIS_URL``."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    if os.environ.get("CASCADE_TEST_REDIS_URL"):
+        yield os.environ["CASCADE_TEST_REDIS_URL"]
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "no redis-server here: apt-get install redis-server (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide Redis: {reason}")
+        pytest.skip(reason)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

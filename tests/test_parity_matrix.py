@@ -29,7 +29,8 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, str
             STRONG,
         ],
         {},
-        [("accept", "score 0.9")],
+        # The failed try is an attempt of its own, with its error class and the backoff.
+        [("error", "error (retryable): ConnectionError; retry in"), ("accept", "score 0.9")],
         "cheap",
     ),
     "retries from the ladder": (
@@ -42,13 +43,14 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, str
             STRONG,
         ],
         {"max_retries": 1},
-        [("accept", "score 0.9")],
+        # The failed try is an attempt of its own, with its error class and the backoff.
+        [("error", "error (retryable): ConnectionError; retry in"), ("accept", "score 0.9")],
         "cheap",
     ),
     "timeout": (
         [{"replies": [Reply("late", delay=2)], "timeout": 0.1}, STRONG],
         {},
-        [("error", "error: RungTimeoutError"), ("accept", "final rung")],
+        [("error", "error (timeout): RungTimeoutError"), ("accept", "final rung")],
         "Paris is the capital",
     ),
     "ladder timeout, rung switches it off": (

@@ -28,6 +28,9 @@ class Attempt:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     """``ExceptionType: message`` of the rung's error (or of the scorer's, which escalates)."""
+    error_class: str | None = None
+    """The class of the rung's error (``cascade_router.failures``): retryable, timeout,
+    context_length, policy, auth, bad_request or other; None without an error."""
     exception: BaseException | None = field(default=None, repr=False)
     usage: Usage | None = None
     """Tokens of the model call itself; None when the provider reported none."""
@@ -68,6 +71,7 @@ class Attempt:
             "decision": self.decision,
             "reason": self.reason,
             "error": self.error,
+            "error_class": self.error_class,
             "input_tokens": usage.input_tokens if self.usage is not None else None,
             "output_tokens": usage.output_tokens if self.usage is not None else None,
             "cost_usd": self.cost_usd,
@@ -125,6 +129,16 @@ class Result:
             total += cost
         return total
 
+    @property
+    def cost_at_least_usd(self) -> float:
+        """The known part of the cost: what ``cost_usd`` is when every part is known, a lower
+        bound when some attempt's cost is unknown (a timed-out call the provider may bill)."""
+        total = 0.0
+        for attempt in self.attempts:
+            total += attempt.cost_usd or 0.0
+            total += attempt.scorer_cost_usd or 0.0
+        return total
+
     def to_dict(self) -> dict[str, Any]:
         """The dict put in ``response_metadata["cascade"]`` (and the decision log)."""
         answered = self.answered_by
@@ -135,4 +149,5 @@ class Result:
             "outcome": self.outcome,
             "attempts": [a.to_dict() for a in self.attempts],
             "cost_usd": self.cost_usd,
+            "cost_usd_at_least": self.cost_at_least_usd,
         }

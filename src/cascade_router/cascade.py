@@ -9,12 +9,13 @@ from typing import Any
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.backends import backend_from
-from cascade_router.config import LadderConfig, Rung, ShadowSettings, load_config
+from cascade_router.circuit import CircuitBreakerSettings
+from cascade_router.config import EarlyAbortSettings, LadderConfig, Rung, ShadowSettings, load_config
 from cascade_router.engine import Call, Engine, StreamEvent
 from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import Message, Request
 from cascade_router.observability.decision_log import DecisionLog
-from cascade_router.policy import OnExhausted
+from cascade_router.policy import OnExhausted, OnPolicyError
 
 Prompt = str | Sequence[Message] | Request
 
@@ -63,6 +64,12 @@ class Cascade:
         tracing: bool = True,
         inference_spans: bool = True,
         shadow: ShadowSettings | Mapping[str, Any] | None = None,
+        retry_max_wait: float = 20.0,
+        first_token_timeout: float | None = None,
+        stall_timeout: float | None = None,
+        on_policy_error: OnPolicyError = "raise",
+        circuit_breaker: CircuitBreakerSettings | Mapping[str, Any] | None = None,
+        early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
     ) -> None:
         """The options are ``LadderSettings``' and mean the same on every entry point:
         ``timeout`` / ``max_retries`` are defaults for rungs that set none; ``decision_log`` a
@@ -84,6 +91,12 @@ class Cascade:
             tracing=tracing,
             inference_spans=inference_spans,
             shadow=shadow,
+            retry_max_wait=retry_max_wait,
+            first_token_timeout=first_token_timeout,
+            stall_timeout=stall_timeout,
+            on_policy_error=on_policy_error,
+            circuit_breaker=circuit_breaker,
+            early_abort=early_abort,
         )
 
     @classmethod
@@ -148,8 +161,14 @@ class Cascade:
         """Attach a quality label in [0, 1] (or a thumbs up / down) to a logged request."""
         self.ladder.record_feedback(request_id, score, comment=comment, rung=rung)
 
+    def __enter__(self) -> Cascade:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Close the backends' sync HTTP clients."""
+        """Close the backends' sync HTTP clients (also on leaving a ``with`` block)."""
         for backend in self._all_backends():
             backend.close()
 

@@ -30,10 +30,11 @@ from pydantic import (
     model_validator,
 )
 
+from cascade_router.circuit import CircuitBreakerSettings
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.observability.redaction import safe_url, scrub
-from cascade_router.policy import OnExhausted, OnMissing, OnToolCall
+from cascade_router.policy import OnExhausted, OnMissing, OnPolicyError, OnToolCall
 from cascade_router.pricing import Price
 from cascade_router.scorers import Scorer, parse_scorer
 
@@ -83,6 +84,24 @@ class ShadowSettings(BaseModel):
     """Shadowed requests running at once; a sampled request beyond it is dropped (counted)."""
 
 
+class EarlyAbortSettings(BaseModel):
+    """The ``early_abort`` streaming mode (``docs/streaming.md``): a scored rung (not the final
+    one) is streamed from the provider, never to the caller, and judged every ``check_every``
+    chunks by its scorer's prefix check; it is abandoned, and the next rung called, as soon as
+    the rule below says its answer will not be accepted. The answer still reaches the caller
+    only once accepted. Scorers without a prefix check (judges) score the whole answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    check_every: int = Field(default=8, ge=1, le=10_000)
+    """Chunks between two prefix checks."""
+    min_tokens: int = Field(default=16, ge=0, le=1_000_000)
+    """Chunks before the margin rule may abandon a rung (a scorer's own "hopeless" rule, such as
+    a ``min`` logprob below the threshold or a wrong stated calculation, applies at once)."""
+    margin: float = Field(default=0.15, ge=0, le=1, allow_inf_nan=False)
+    """The margin rule: abandon when the prefix's score is below ``threshold - margin``."""
+
+
 class Rung(BaseModel):
     """One model of the ladder and the rule for accepting its answers."""
 
@@ -114,6 +133,14 @@ class Rung(BaseModel):
     first chunk), and separately for its scorer; past either the attempt fails (the model: an
     error, the scorer: a scorer error) and the ladder moves on. Unset: the ladder's
     ``timeout``; an explicit null: no limit for this rung."""
+    first_token_timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    """Seconds to wait for the first chunk of a streamed call (a rung streaming to the caller);
+    past it the attempt fails with a timeout and the ladder moves on. Unset: the ladder's
+    ``first_token_timeout``; without either, ``timeout`` bounds the first chunk."""
+    stall_timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    """Seconds a streamed call may go without a chunk once it has started; past it the stream
+    counts as failed (before any output reached the caller: the ladder moves on; after: the
+    request fails with ``CascadeStreamError``). Unset: the ladder's ``stall_timeout``."""
     price: Price | None = None
     """Price per million tokens; overrides the `genai-prices` catalog. ``0`` (or ``free``) for
     a model that costs nothing, such as one on your own machine: its calls then cost $0, where a
@@ -163,7 +190,9 @@ class Rung(BaseModel):
             )
         return value
 
-    @field_validator("threshold", "timeout", "max_retries", mode="before")
+    @field_validator(
+        "threshold", "timeout", "max_retries", "first_token_timeout", "stall_timeout", mode="before"
+    )
     @classmethod
     def _no_bool(cls, value: Any) -> Any:
         # pydantic reads `true` as 1: a threshold of `true` is a typo, not "accept at 1.0".
@@ -223,7 +252,28 @@ class LadderSettings(BaseModel):
     timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
     """Default per-rung timeout in seconds, for rungs that do not set their own."""
     max_retries: int = Field(default=0, ge=0, le=100)
-    """Default per-rung retries on error before falling back, for rungs that do not set their own."""
+    """Default per-rung retries of a retryable error (a connection error, 408, 409, 429, 5xx)
+    before falling back, for rungs that do not set their own. Other errors are never retried
+    (``cascade_router.failures``)."""
+    retry_max_wait: float = Field(default=20.0, ge=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    """The longest wait before a retry, in seconds: a provider whose ``Retry-After`` asks for
+    more gets the next rung instead of a retry."""
+    first_token_timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    """Default ``first_token_timeout`` of the rungs (seconds to a streamed call's first chunk)."""
+    stall_timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    """Default ``stall_timeout`` of the rungs (seconds a started stream may go without a chunk)."""
+    on_policy_error: OnPolicyError = "raise"
+    """When a provider refuses the content (content filter, safety refusal by the API):
+    ``raise`` its error to the caller with the provider's reason, or ``escalate`` to the next
+    rung. Auth and bad-request errors are always raised at once."""
+    early_abort: EarlyAbortSettings | None = None
+    """Stream scored rungs from the provider and abandon an answer as soon as its start shows
+    it will be rejected (``{}`` for the defaults). None: ``buffered``, each scored rung answers
+    whole before it is scored."""
+    circuit_breaker: CircuitBreakerSettings | None = None
+    """Skip a rung whose endpoint keeps failing, and probe it again after a cooldown
+    (``cascade_router.circuit``); ``{}`` for the defaults, ``{store: "redis://..."}`` to share
+    the state between processes. None: off."""
     decision_log: str | Path | DecisionLog | None = None
     """Write one record per request to this log: a SQLite file path, a SQLAlchemy URL
     (``postgresql+psycopg://...``) or a ``DecisionLog``. None: no log."""
@@ -237,7 +287,9 @@ class LadderSettings(BaseModel):
     """Call the rungs above the answering one for a sampled share of requests, off the request
     path, within a daily budget, and log their answers (needs ``decision_log``). None: off."""
 
-    @field_validator("timeout", "max_retries", mode="before")
+    @field_validator(
+        "timeout", "max_retries", "retry_max_wait", "first_token_timeout", "stall_timeout", mode="before"
+    )
     @classmethod
     def _no_bool(cls, value: Any) -> Any:
         if isinstance(value, bool):

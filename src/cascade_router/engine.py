@@ -9,19 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import AsyncRetrying, Retrying, stop_after_attempt, wait_exponential
-
 from cascade_router import policy
 from cascade_router.attempts import Attempt, Result
 from cascade_router.backend import Backend
-from cascade_router.errors import RungTimeoutError, ScorerError
+from cascade_router.circuit import CircuitBreakers
+from cascade_router.errors import CircuitOpenError, RungTimeoutError, ScorerError
+from cascade_router.failures import classify, retry_after, status_of
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.observability.decision_log import DecisionLog, Deferred
 from cascade_router.observability.drift import DriftWatch
@@ -41,9 +42,10 @@ from cascade_router.records import (
 from cascade_router.scorers import Score, structural_problem
 from cascade_router.scorers.base import as_probability
 from cascade_router.scorers.validity import EMPTY_ANSWER
-from cascade_router.timeouts import call_with_timeout
+from cascade_router.timeouts import ChunkPump, call_with_timeout
 
 if TYPE_CHECKING:
+    from cascade_router.config import EarlyAbortSettings
     from cascade_router.ladder import RungRuntime
 
 T = TypeVar("T")
@@ -189,6 +191,9 @@ class Engine:
         telemetry: Telemetry | None = None,
         decision_log: DecisionLog | None = None,
         shadow: ShadowSampler | None = None,
+        retry_max_wait: float = 20.0,
+        breakers: CircuitBreakers | None = None,
+        early_abort: EarlyAbortSettings | None = None,
     ) -> None:
         """``propagate``: exception types that are control flow, not rung failures (LangGraph's
         interrupts, say); they pass through instead of falling back. ``telemetry`` defaults to
@@ -206,6 +211,12 @@ class Engine:
         self.telemetry = telemetry or Telemetry(name, [r.name for r in self.rungs])
         self.decision_log = decision_log
         self.shadow = shadow
+        self.retry_max_wait = retry_max_wait
+        """A ``Retry-After`` longer than this moves the request to the next rung instead."""
+        self.breakers = breakers
+        """The rungs' circuit breakers (None: off)."""
+        self.early_abort = early_abort
+        """The early-abort mode's settings (None: buffered)."""
         """Samples requests whose remaining rungs are called off the request path (None: off)."""
         self.signal_watch = SignalWatch(name)
         self.drift_watch = DriftWatch(name)
@@ -305,8 +316,30 @@ class Engine:
     def _final(self, index: int) -> bool:
         return policy.is_final(index, len(self.rungs), self.accept_last)
 
-    def _error_attempt(self, rung: RungRuntime, backend: Backend, exc: Exception, t0: float) -> Attempt:
-        evidence = Evidence(error=exc)
+    def _error_attempt(
+        self, rung: RungRuntime, backend: Backend, exc: Exception, t0: float, attempts: Sequence[Attempt]
+    ) -> Attempt:
+        error_class = classify(exc)
+        tries = 1
+        for earlier in reversed(attempts):
+            if earlier.rung != rung.index or earlier.decision != "error":
+                break
+            tries += 1
+        wait = retry_after(exc)
+        bound = policy.retry_delay(
+            rung, error_class, tries=tries, retry_after=wait, max_wait=self.retry_max_wait
+        )
+        # Equal jitter: between half the bound and the bound, so that clients that failed
+        # together do not retry together, yet never sooner than the provider asked.
+        retry_in = None if bound is None else max(wait or 0.0, bound * (0.5 + random.random() / 2))
+        evidence = Evidence(
+            error=exc,
+            error_class=error_class,
+            retry_in=retry_in,
+            halt=policy.halts(rung, error_class),
+        )
+        if self.breakers is not None:
+            self.breakers.record(rung.index, ok=False, error_class=error_class)
         verdict = policy.decide(rung, evidence, final=self._final(rung.index))
         return Attempt(
             rung=rung.index,
@@ -317,10 +350,12 @@ class Engine:
             reason=verdict.reason,
             threshold=rung.threshold,
             error=error_text(exc),
+            error_class=error_class,
             exception=exc,
-            # Unknown, not 0: a call that failed may still have been billed (a timeout, a
-            # stream cut off after some tokens).
-            cost_usd=None,
+            # A provider that answered with an HTTP error refused the request: nothing to pay.
+            # Otherwise unknown, not 0: a call that failed may still have been billed (a
+            # timeout after the request was sent, a stream cut off after some tokens).
+            cost_usd=0.0 if status_of(exc) is not None else None,
             latency_s=time.perf_counter() - t0,
             evidence=evidence,
         )
@@ -448,35 +483,188 @@ class Engine:
 
     def _conclude(self, attempts: list[Attempt]) -> Result:
         conclusion = policy.conclude(attempts, self.on_exhausted)
+        if conclusion.outcome == "raised":
+            # The rung's own error, as a bare model would raise it (an auth, bad-request or
+            # content-policy error): no later rung's answer or error may stand in for it.
+            exc = attempts[-1].exception
+            assert exc is not None
+            raise exc
         if conclusion.accepted is None:
             raise exhausted_error(attempts)
         return Result(attempts, conclusion.accepted, conclusion.outcome)
 
-    def _retryable(self, state: Any) -> bool:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        return exc is not None and not isinstance(exc, self.propagate)
-
-    def _with_retries(self, rung: RungRuntime, fn: Callable[[], T]) -> T:
-        if rung.max_retries == 0:
-            return fn()
-        retrying = Retrying(
-            stop=stop_after_attempt(rung.max_retries + 1),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            retry=self._retryable,
-            reraise=True,
+    def _gate(self, rung: RungRuntime, backend: Backend, req: RequestSpan, attempts: list[Attempt]) -> bool:
+        """Whether the rung may be called now; when its circuit breaker is open, the skipped
+        attempt is recorded (with its span) and False returned."""
+        breakers = self.breakers
+        if breakers is None or breakers.gate(rung.index) != "open":
+            return True
+        exc = CircuitOpenError(rung.name, breakers.keys[rung.index])
+        attempt = Attempt(
+            rung=rung.index,
+            name=rung.name,
+            provider=rung.provider or backend.provider,
+            model=rung.model or backend.model,
+            decision="skipped",
+            reason="skipped: circuit open",
+            threshold=rung.threshold,
+            error=error_text(exc),
+            error_class=None,
+            exception=exc,
+            cost_usd=0.0,  # not called: nothing to pay
+            evidence=Evidence(error=exc),
         )
-        return retrying(fn)
+        span = req.rung(rung.index, rung.name, rung.model or backend.model)
+        span.finish(attempt)
+        attempts.append(attempt)
+        return False
 
-    async def _awith_retries(self, rung: RungRuntime, fn: Callable[[], Awaitable[T]]) -> T:
-        if rung.max_retries == 0:
-            return await fn()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(rung.max_retries + 1),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            retry=self._retryable,
-            reraise=True,
+    def _succeeded(self, rung: RungRuntime) -> None:
+        if self.breakers is not None:
+            self.breakers.record(rung.index, ok=True)
+
+    # -- early abort ----------------------------------------------------------------------------
+
+    def _aborts(self, rung: RungRuntime) -> bool:
+        """Whether this rung is streamed and judged while it generates (``early_abort``)."""
+        s = self.early_abort
+        return (
+            s is not None
+            and rung.scorer is not None
+            and rung.threshold is not None
+            and not self._final(rung.index)
         )
-        return await retrying(fn)
+
+    def _hopeless(self, rung: RungRuntime, request: Request, partial: ModelOutput, n: int) -> _Aborted | None:
+        """The early-abort rule: the scorer's own "hopeless" verdict, or, after ``min_tokens``
+        chunks, a prefix score below ``threshold - margin``."""
+        s, scorer, threshold = self.early_abort, rung.scorer, rung.threshold
+        assert s is not None
+        assert scorer is not None
+        assert threshold is not None
+        try:
+            check = scorer.score_prefix(request, partial, threshold)
+        except Exception:  # a broken prefix check must not cut a good answer off: score it whole
+            return None
+        if check is None:
+            return None
+        if check.hopeless is not None:
+            return _Aborted(partial, f"{check.hopeless} (after {n} chunks)", n, check.score, scorer.method)
+        if n >= s.min_tokens and check.score is not None and check.score < threshold - s.margin:
+            why = f"prefix score {check.score:.3f} < threshold {threshold:g} - margin {s.margin:g}"
+            return _Aborted(partial, f"{why} (after {n} chunks)", n, check.score, scorer.method)
+        return None
+
+    @staticmethod
+    def _chunk_limit(rung: RungRuntime, t0: float) -> tuple[float | None, str]:
+        """The wait for the next chunk of a rung streamed internally: the stall limit, or what
+        is left of the rung's total ``timeout`` when that is less."""
+        stall = rung.stall_timeout
+        if rung.timeout is None:
+            return stall, "next chunk"
+        left = max(0.0, rung.timeout - (time.perf_counter() - t0))
+        if stall is None or left < stall:
+            return left, "answer"
+        return stall, "next chunk"
+
+    def _stream_scored(self, rung: RungRuntime, backend: Backend, request: Request) -> ModelOutput | _Aborted:
+        """A scored rung streamed from the provider (never to the caller) and judged every
+        ``check_every`` chunks; the whole output, or the abandoned prefix."""
+        s = self.early_abort
+        assert s is not None
+        t0 = time.perf_counter()
+        handle = backend.stream(request)
+        partial = getattr(handle, "partial", None)
+        reader = LiveReader(
+            iter(handle), rung, pumped=rung.stall_timeout is not None or rung.timeout is not None
+        )
+        try:
+            first, _ = self._first_limit(rung)
+            chunk = reader.next(first, "first token")
+            n = 0
+            while chunk is not _END:
+                n += 1
+                if partial is not None and n % s.check_every == 0:
+                    aborted = self._hopeless(rung, request, partial(), n)
+                    if aborted is not None:
+                        return aborted
+                chunk = reader.next(*self._chunk_limit(rung, t0))
+            return handle.output()
+        finally:
+            reader.close()
+
+    async def _astream_scored(
+        self, rung: RungRuntime, backend: Backend, request: Request
+    ) -> ModelOutput | _Aborted:
+        s = self.early_abort
+        assert s is not None
+        t0 = time.perf_counter()
+        handle = backend.astream(request)
+        partial = getattr(handle, "partial", None)
+        chunks = aiter(handle)
+        try:
+            first, _ = self._first_limit(rung)
+            chunk = await _anext_within(chunks, first, rung, "first token")
+            n = 0
+            while chunk is not _END:
+                n += 1
+                if partial is not None and n % s.check_every == 0:
+                    aborted = self._hopeless(rung, request, partial(), n)
+                    if aborted is not None:
+                        return aborted
+                limit, what = self._chunk_limit(rung, t0)
+                chunk = await _anext_within(chunks, limit, rung, what)
+            return handle.output()
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    def _aborted_attempt(
+        self, request: Request, rung: RungRuntime, backend: Backend, aborted: _Aborted, t0: float
+    ) -> Attempt:
+        """The record of an answer abandoned while it was generated: what its prefix cost."""
+        evidence = Evidence(aborted=aborted.reason)
+        verdict = policy.decide(rung, evidence, final=self._final(rung.index))
+        provider = rung.provider or backend.provider
+        model = aborted.partial.model or rung.model or backend.model
+        usage = aborted.partial.usage
+        details: dict[str, Any] = {"aborted_after_chunks": aborted.chunks}
+        if usage is None:
+            # The provider reports usage at the end of a stream, which an abandoned one never
+            # reaches: a chunk is about a token, and the prompt about 4 characters a token.
+            chars = sum(len(m.content) for m in request.messages)
+            usage = Usage(max(1, chars // 4), aborted.chunks)
+            details["usage_estimated"] = True
+        return Attempt(
+            rung=rung.index,
+            name=rung.name,
+            provider=provider,
+            model=model,
+            decision=verdict.decision,
+            reason=verdict.reason,
+            threshold=rung.threshold,
+            score=aborted.score,
+            method=aborted.method,
+            details=details,
+            usage=usage,
+            cost_usd=cost_usd(usage, provider=provider, model=model, price=rung.price),
+            latency_s=time.perf_counter() - t0,
+            output=aborted.partial,
+            evidence=evidence,
+        )
+
+    @staticmethod
+    def _pause(attempts: Sequence[Attempt]) -> None:
+        """Wait out the backoff the last (failed, retryable) attempt asked for."""
+        if attempts and attempts[-1].decision == "error" and attempts[-1].evidence.retry_in:
+            time.sleep(attempts[-1].evidence.retry_in)
+
+    @staticmethod
+    async def _apause(attempts: Sequence[Attempt]) -> None:
+        if attempts and attempts[-1].decision == "error" and attempts[-1].evidence.retry_in:
+            await asyncio.sleep(attempts[-1].evidence.retry_in)
 
     @staticmethod
     def _rung_timeout(rung: RungRuntime) -> Callable[[], BaseException]:
@@ -485,12 +673,9 @@ class Engine:
     # -- sync ----------------------------------------------------------------------------------
 
     def _invoke_rung(self, rung: RungRuntime, backend: Backend, request: Request) -> ModelOutput:
-        def once() -> ModelOutput:
-            return call_with_timeout(
-                partial(backend.invoke, request), rung.timeout, self._rung_timeout(rung), name=rung.name
-            )
-
-        return self._with_retries(rung, once)
+        return call_with_timeout(
+            partial(backend.invoke, request), rung.timeout, self._rung_timeout(rung), name=rung.name
+        )
 
     def _rung(self, call: Call, index: int) -> RungRuntime:
         """Rung ``index`` as this request runs it (with its threshold override, if any)."""
@@ -507,6 +692,8 @@ class Engine:
     def _attempt(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
         """Call rung ``index`` and append its attempt (also when the call is cut off)."""
         rung, backend = self._rung(call, index), call.backends[index]
+        if not self._gate(rung, backend, req, attempts):
+            return
         span = req.rung(index, rung.name, rung.model or backend.model)
         attempt: Attempt | None = None
         t0 = time.perf_counter()
@@ -515,17 +702,28 @@ class Engine:
                 model_span = span.call(backend, call.request, role="rung")
                 try:
                     with model_span.active():
-                        output = self._invoke_rung(rung, backend, call.request)
+                        got = (
+                            self._stream_scored(rung, backend, call.request)
+                            if self._aborts(rung)
+                            else self._invoke_rung(rung, backend, call.request)
+                        )
                 except Exception as exc:
                     model_span.finish(error=exc)
                     if isinstance(exc, self.propagate):
                         raise
-                    attempt = self._error_attempt(rung, backend, exc, t0)
+                    attempt = self._error_attempt(rung, backend, exc, t0, attempts)
                     return
                 except BaseException as exc:
                     model_span.finish(error=exc)
                     raise
+                if isinstance(got, _Aborted):
+                    model_span.finish(got.partial)
+                    self._succeeded(rung)
+                    attempt = self._aborted_attempt(call.request, rung, backend, got, t0)
+                    return
+                output = got
                 model_span.finish(output)
+                self._succeeded(rung)
                 try:
                     attempt = self._score_sync(call, rung, backend, output, t0, span=span)
                 except BaseException as exc:
@@ -587,6 +785,7 @@ class Engine:
         try:
             with req.active():
                 while (index := self._next(call, attempts)) is not None:
+                    self._pause(attempts)
                     self._attempt(call, index, req, attempts)
             result = self._conclude(attempts)
         except BaseException as exc:
@@ -598,18 +797,17 @@ class Engine:
     # -- async ---------------------------------------------------------------------------------
 
     async def _ainvoke_rung(self, rung: RungRuntime, backend: Backend, request: Request) -> ModelOutput:
-        async def once() -> ModelOutput:
-            if rung.timeout is None:
-                return await backend.ainvoke(request)
-            try:
-                return await asyncio.wait_for(backend.ainvoke(request), rung.timeout)
-            except TimeoutError:
-                raise RungTimeoutError(rung.name, rung.timeout) from None
-
-        return await self._awith_retries(rung, once)
+        if rung.timeout is None:
+            return await backend.ainvoke(request)
+        try:
+            return await asyncio.wait_for(backend.ainvoke(request), rung.timeout)
+        except TimeoutError:
+            raise RungTimeoutError(rung.name, rung.timeout) from None
 
     async def _aattempt(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
         rung, backend = self._rung(call, index), call.backends[index]
+        if not self._gate(rung, backend, req, attempts):
+            return
         span = req.rung(index, rung.name, rung.model or backend.model)
         attempt: Attempt | None = None
         t0 = time.perf_counter()
@@ -618,17 +816,28 @@ class Engine:
                 model_span = span.call(backend, call.request, role="rung")
                 try:
                     with model_span.active():
-                        output = await self._ainvoke_rung(rung, backend, call.request)
+                        got = (
+                            await self._astream_scored(rung, backend, call.request)
+                            if self._aborts(rung)
+                            else await self._ainvoke_rung(rung, backend, call.request)
+                        )
                 except Exception as exc:
                     model_span.finish(error=exc)
                     if isinstance(exc, self.propagate):
                         raise
-                    attempt = self._error_attempt(rung, backend, exc, t0)
+                    attempt = self._error_attempt(rung, backend, exc, t0, attempts)
                     return
                 except BaseException as exc:  # a cancellation: the client went away
                     model_span.finish(error=exc)
                     raise
+                if isinstance(got, _Aborted):
+                    model_span.finish(got.partial)
+                    self._succeeded(rung)
+                    attempt = self._aborted_attempt(call.request, rung, backend, got, t0)
+                    return
+                output = got
                 model_span.finish(output)
+                self._succeeded(rung)
                 try:
                     attempt = await self._score_async(call, rung, backend, output, t0, span=span)
                 except BaseException as exc:
@@ -691,6 +900,7 @@ class Engine:
         try:
             with req.active():
                 while (index := self._next(call, attempts)) is not None:
+                    await self._apause(attempts)
                     await self._aattempt(call, index, req, attempts)
             result = self._conclude(attempts)
         except BaseException as exc:
@@ -708,50 +918,46 @@ class Engine:
         replay backends this is exactly what live traffic would have produced. Not traced or
         logged: a probe is not a request.
         """
-        attempts: list[Attempt] = []
-        for index in range(len(self.rungs)):
-            await self._aattempt(call, index, self.telemetry.untraced, attempts)
-        return attempts
+        return [await self.aprobe_rung(call, index) for index in range(len(self.rungs))]
 
     async def aprobe_rung(self, call: Call, index: int) -> Attempt:
-        """One rung's attempt, as ``aprobe`` makes it (recording calls the rungs one by one)."""
-        attempts: list[Attempt] = []
-        await self._aattempt(call, index, self.telemetry.untraced, attempts)
-        return attempts[-1]
+        """One rung's attempt, as ``aprobe`` makes it (recording calls the rungs one by one);
+        a retryable error is retried as a live request would retry it, and the last try kept."""
+        tries: list[Attempt] = []
+        while True:
+            await self._aattempt(call, index, self.telemetry.untraced, tries)
+            if tries[-1].decision != "error" or tries[-1].evidence.retry_in is None:
+                return tries[-1]
+            await self._apause(tries)
 
     # -- streaming -----------------------------------------------------------------------------
 
     def _streams_live(self, index: int) -> bool:
         return policy.streams_live(self.rungs[index], final=self._final(index))
 
-    def _open_live(self, rung: RungRuntime, backend: Backend, request: Request) -> tuple[Any, Any, Any]:
-        """Start a live stream and wait (within the timeout) for its first chunk, retrying the
-        whole opening as ``invoke`` retries a call: nothing has reached the caller yet."""
+    def _first_limit(self, rung: RungRuntime) -> tuple[float | None, str]:
+        if rung.first_token_timeout is not None and (
+            rung.timeout is None or rung.first_token_timeout < rung.timeout
+        ):
+            return rung.first_token_timeout, "first token"
+        return rung.timeout, "first token"
 
-        def once() -> tuple[Any, Any, Any]:
-            handle = backend.stream(request)
-            chunks = iter(handle)
-            first = call_with_timeout(
-                partial(next, chunks, _END), rung.timeout, self._rung_timeout(rung), name=rung.name
-            )
-            return handle, chunks, first
-
-        return self._with_retries(rung, once)
+    def _open_live(
+        self, rung: RungRuntime, backend: Backend, request: Request
+    ) -> tuple[Any, LiveReader, Any]:
+        """Start a live stream and wait (within the first-token limit) for its first chunk."""
+        handle = backend.stream(request)
+        limit, what = self._first_limit(rung)
+        reader = LiveReader(iter(handle), rung, pumped=rung.stall_timeout is not None)
+        return handle, reader, reader.next(limit, what)
 
     async def _aopen_live(
         self, rung: RungRuntime, backend: Backend, request: Request
     ) -> tuple[Any, Any, Any]:
-        async def once() -> tuple[Any, Any, Any]:
-            handle = backend.astream(request)
-            chunks = aiter(handle)
-            if rung.timeout is None:
-                return handle, chunks, await anext(chunks, _END)
-            try:
-                return handle, chunks, await asyncio.wait_for(anext(chunks, _END), rung.timeout)
-            except TimeoutError:
-                raise RungTimeoutError(rung.name, rung.timeout) from None
-
-        return await self._awith_retries(rung, once)
+        handle = backend.astream(request)
+        chunks = aiter(handle)
+        limit, what = self._first_limit(rung)
+        return handle, chunks, await _anext_within(chunks, limit, rung, what)
 
     def stream(self, call: Call) -> Iterator[StreamEvent]:
         """Events for one request: the answer's chunks, then ``Finished`` with the result.
@@ -766,25 +972,30 @@ class Engine:
         try:
             while (index := self._next(call, attempts)) is not None:
                 if not self._streams_live(index):
+                    self._pause(attempts)
                     with req.active():
                         self._attempt(call, index, req, attempts)
                     continue
-                live.add(index)
                 rung, backend = self._rung(call, index), call.backends[index]
+                self._pause(attempts)
+                if not self._gate(rung, backend, req, attempts):
+                    continue
+                live.add(index)
                 span = req.rung(index, rung.name, rung.model or backend.model)
                 model_span = span.call(backend, call.request, role="rung", stream=True)
                 t1 = time.perf_counter()
                 emitted = False
                 ttft: float | None = None
+                reader: LiveReader | None = None
                 try:
                     with model_span.active():
-                        handle, chunks, chunk = self._open_live(rung, backend, call.request)
+                        handle, reader, chunk = self._open_live(rung, backend, call.request)
                     while chunk is not _END:
                         if not emitted:
                             ttft, emitted = time.perf_counter() - t1, True
                         yield LiveChunk(chunk, index)
                         with model_span.active():
-                            chunk = next(chunks, _END)
+                            chunk = reader.next(rung.stall_timeout, "next chunk")
                     with model_span.active():
                         output = handle.output()
                 except Exception as exc:
@@ -794,7 +1005,7 @@ class Engine:
                             span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1
                         )
                         raise
-                    attempt = self._error_attempt(rung, backend, exc, t1)
+                    attempt = self._error_attempt(rung, backend, exc, t1, attempts)
                     span.finish(attempt)
                     attempts.append(attempt)
                     if emitted:
@@ -804,7 +1015,11 @@ class Engine:
                     model_span.finish(error=exc)
                     self._abandon(span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1)
                     raise
+                finally:
+                    if reader is not None:
+                        reader.close()
                 model_span.finish(output)
+                self._succeeded(rung)
                 try:
                     with span.active():
                         attempt = self._score_sync(call, rung, backend, output, t1, span=span, ttft=ttft)
@@ -853,11 +1068,15 @@ class Engine:
         try:
             while (index := self._next(call, attempts)) is not None:
                 if not self._streams_live(index):
+                    await self._apause(attempts)
                     with req.active():
                         await self._aattempt(call, index, req, attempts)
                     continue
-                live.add(index)
                 rung, backend = self._rung(call, index), call.backends[index]
+                await self._apause(attempts)
+                if not self._gate(rung, backend, req, attempts):
+                    continue
+                live.add(index)
                 span = req.rung(index, rung.name, rung.model or backend.model)
                 model_span = span.call(backend, call.request, role="rung", stream=True)
                 t1 = time.perf_counter()
@@ -871,7 +1090,7 @@ class Engine:
                             ttft, emitted = time.perf_counter() - t1, True
                         yield LiveChunk(chunk, index)
                         with model_span.active():
-                            chunk = await anext(chunks, _END)
+                            chunk = await _anext_within(chunks, rung.stall_timeout, rung, "next chunk")
                     with model_span.active():
                         output = handle.output()
                 except Exception as exc:
@@ -881,7 +1100,7 @@ class Engine:
                             span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1
                         )
                         raise
-                    attempt = self._error_attempt(rung, backend, exc, t1)
+                    attempt = self._error_attempt(rung, backend, exc, t1, attempts)
                     span.finish(attempt)
                     attempts.append(attempt)
                     if emitted:
@@ -892,6 +1111,7 @@ class Engine:
                     self._abandon(span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1)
                     raise
                 model_span.finish(output)
+                self._succeeded(rung)
                 try:
                     with span.active():
                         attempt = await self._score_async(
@@ -921,6 +1141,67 @@ class Engine:
 
 
 _END: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Aborted:
+    """A scored rung's answer abandoned while it was generated (``early_abort``)."""
+
+    partial: ModelOutput
+    reason: str
+    chunks: int
+    score: float | None
+    method: str
+
+
+async def _anext_within(chunks: AsyncIterator[Any], limit: float | None, rung: RungRuntime, what: str) -> Any:
+    """The next chunk (``_END`` after the last) within ``limit`` seconds (None: no limit)."""
+    if limit is None:
+        return await anext(chunks, _END)
+    try:
+        return await asyncio.wait_for(anext(chunks, _END), limit)
+    except TimeoutError:
+        raise RungTimeoutError(rung.name, limit, what=what) from None
+
+
+class LiveReader:
+    """The chunks of a sync stream, each awaited within a time limit.
+
+    Without a stall limit only the first chunk needs one: it is read on a thread of its own
+    (``call_with_timeout``) and the rest in the caller's thread, as a bare model would. With a
+    stall limit a pump thread reads every chunk into a queue, so that a silent server is
+    noticed after ``stall_timeout`` instead of when the HTTP client gives up; when the reader
+    is closed the pump stops at its next chunk and closes the provider's stream.
+    """
+
+    __slots__ = ("_chunks", "_pump", "_rung")
+
+    def __init__(self, chunks: Iterator[Any], rung: RungRuntime, *, pumped: bool) -> None:
+        self._chunks = chunks
+        self._rung = rung
+        self._pump = ChunkPump(chunks, name=rung.name) if pumped else None
+
+    def next(self, limit: float | None, what: str) -> Any:
+        rung = self._rung
+        if self._pump is not None:
+            return self._pump.next(limit, lambda: RungTimeoutError(rung.name, limit or 0.0, what=what), _END)
+        if limit is None:
+            return next(self._chunks, _END)
+        return call_with_timeout(
+            partial(next, self._chunks, _END),
+            limit,
+            lambda: RungTimeoutError(rung.name, limit, what=what),
+            name=rung.name,
+        )
+
+    def close(self) -> None:
+        if self._pump is not None:
+            self._pump.close()
+            return
+        close = getattr(self._chunks, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):  # a generator still running elsewhere
+                close()
 
 
 def _is_tool_call(request: Request, output: ModelOutput) -> bool:

@@ -4,7 +4,9 @@
 CascadeError
 ├── ConfigError (ValueError)          a ladder or rung that cannot work, named by its field
 ├── ScorerError                       a scorer raised or returned no usable number; the rung escalates
-├── RungTimeoutError (TimeoutError)   a rung took longer than its timeout; the ladder falls back
+├── RungTimeoutError (TimeoutError)   a rung took longer than its timeout (whole answer, first token,
+│                                     or a stalled stream); the ladder falls back
+├── CircuitOpenError                  stands for a rung skipped because its circuit breaker is open
 ├── RejectedAnswer                    stands for a low-confidence answer inside CascadeExhaustedError
 ├── RungFailure                       stands in for a rung's error that cannot cross a process boundary
 ├── CascadeStreamError                a stream failed after output had reached the caller
@@ -58,13 +60,30 @@ class ScorerError(CascadeError):
 class RungTimeoutError(CascadeError, TimeoutError):
     """A rung did not answer within its ``timeout``."""
 
-    def __init__(self, rung: str, timeout: float) -> None:
+    def __init__(self, rung: str, timeout: float, what: str = "answer") -> None:
         self.rung = rung
         self.timeout = timeout
-        super().__init__(f"rung {rung!r} gave no answer within {timeout:g} s")
+        self.what = what
+        """``answer`` (the whole call), ``first token`` or ``next chunk`` (a stalled stream)."""
+        super().__init__(f"rung {rung!r} gave no {what} within {timeout:g} s")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.rung, self.timeout))
+        return (self.__class__, (self.rung, self.timeout, self.what))
+
+
+class CircuitOpenError(CascadeError):
+    """A rung was skipped, not called: its circuit breaker is open (``cascade_router.circuit``).
+
+    Not raised on its own; it stands for the skipped attempt inside ``CascadeExhaustedError``.
+    """
+
+    def __init__(self, rung: str, key: str) -> None:
+        self.rung = rung
+        self.key = key
+        super().__init__(f"rung {rung!r} skipped: its circuit breaker is open ({key})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.rung, self.key))
 
 
 class RungFailure(CascadeError):

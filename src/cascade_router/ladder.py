@@ -19,8 +19,10 @@ from typing import Any, Generic, Self, TypeVar
 from pydantic import ValidationError
 
 from cascade_router import policy
+from cascade_router.circuit import CircuitBreakers, CircuitBreakerSettings, breaker_key, endpoint_of
 from cascade_router.config import (
     Calibration,
+    EarlyAbortSettings,
     LadderSettings,
     Rung,
     ShadowSettings,
@@ -61,6 +63,11 @@ class RungRuntime:
     max_retries: int
     calibration: Calibration | None = None
     """What the threshold was calibrated on, for drift watching."""
+    first_token_timeout: float | None = None
+    """Bounds a streamed call's first chunk (instead of ``timeout``); None: ``timeout``."""
+    stall_timeout: float | None = None
+    """Bounds the gap between a started stream's chunks; None: no limit."""
+    on_policy_error: policy.OnPolicyError = "raise"
 
     @property
     def has_scorer(self) -> bool:
@@ -74,6 +81,9 @@ def runtimes_for(
     *,
     timeout: float | None = None,
     max_retries: int = 0,
+    first_token_timeout: float | None = None,
+    stall_timeout: float | None = None,
+    on_policy_error: policy.OnPolicyError = "raise",
 ) -> list[RungRuntime]:
     """Runtimes for a ladder whose models were resolved: ``identities`` are each model's
     (provider, model name), ``fallback`` a name for a rung with neither a name nor a model name.
@@ -106,6 +116,11 @@ def runtimes_for(
                 if "max_retries" in explicit and rung.max_retries is not None
                 else max_retries,
                 calibration=rung.calibration,
+                first_token_timeout=rung.first_token_timeout
+                if "first_token_timeout" in explicit
+                else first_token_timeout,
+                stall_timeout=rung.stall_timeout if "stall_timeout" in explicit else stall_timeout,
+                on_policy_error=on_policy_error,
             )
         )
     return out
@@ -260,6 +275,12 @@ def build_ladder(
     inference_spans: bool = True,
     annotate: bool = False,
     shadow: ShadowSettings | Mapping[str, Any] | None = None,
+    retry_max_wait: float = 20.0,
+    first_token_timeout: float | None = None,
+    stall_timeout: float | None = None,
+    on_policy_error: policy.OnPolicyError = "raise",
+    circuit_breaker: CircuitBreakerSettings | Mapping[str, Any] | None = None,
+    early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
 ) -> Ladder[M]:
     """Assemble a ladder from its rungs and the ladder settings (``LadderSettings``' fields).
 
@@ -279,6 +300,12 @@ def build_ladder(
             tracing=tracing,
             inference_spans=inference_spans,
             shadow=shadow,
+            retry_max_wait=retry_max_wait,
+            first_token_timeout=first_token_timeout,
+            stall_timeout=stall_timeout,
+            on_policy_error=on_policy_error,
+            circuit_breaker=circuit_breaker,
+            early_abort=early_abort,
         )
     except ValidationError as exc:
         raise ConfigError(*validation_problem(exc)) from None
@@ -300,6 +327,20 @@ def build_ladder(
         [bind.fallback_name(m, i) for i, m in enumerate(models)],
         timeout=settings.timeout,
         max_retries=settings.max_retries,
+        first_token_timeout=settings.first_token_timeout,
+        stall_timeout=settings.stall_timeout,
+        on_policy_error=settings.on_policy_error,
+    )
+    breakers = (
+        CircuitBreakers(
+            settings.circuit_breaker,
+            [
+                breaker_key(r.provider, r.model, endpoint_of(m), r.name)
+                for r, m in zip(runtimes, models, strict=True)
+            ],
+        )
+        if settings.circuit_breaker is not None
+        else None
     )
     engine = Engine(
         runtimes,
@@ -319,6 +360,9 @@ def build_ladder(
         )
         if settings.shadow is not None
         else None,
+        retry_max_wait=settings.retry_max_wait,
+        breakers=breakers,
+        early_abort=settings.early_abort,
     )
     resolved = [
         r if r.model is m else r.model_copy(update={"model": m}) for r, m in zip(parsed, models, strict=True)

@@ -11,13 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-Decision = Literal["accept", "escalate", "error", "abandoned"]
+from cascade_router.failures import RAISED_AT_ONCE, ErrorClass
+
+Decision = Literal["accept", "escalate", "error", "abandoned", "skipped"]
 """``abandoned``: the call was cut off by the caller (a cancellation, a closed stream) before a
-decision could be made; recorded so that the log shows the rung ran."""
+decision could be made; recorded so that the log shows the rung ran. ``skipped``: the rung was
+not called (its circuit breaker is open); recorded so that the log says why."""
 OnMissing = Literal["escalate", "accept"]
 OnToolCall = Literal["accept", "score", "escalate"]
 OnExhausted = Literal["raise", "best"]
-Outcome = Literal["accepted", "best", "exhausted"]
+OnPolicyError = Literal["raise", "escalate"]
+Outcome = Literal["accepted", "best", "exhausted", "raised"]
+"""``raised``: a rung's error ended the request (an auth or bad-request error, a content-policy
+refusal): the caller gets that error itself, not a later rung's."""
 
 
 class RungRule(Protocol):
@@ -33,6 +39,10 @@ class RungRule(Protocol):
     def has_scorer(self) -> bool: ...
     @property
     def validate_output(self) -> bool: ...
+    @property
+    def max_retries(self) -> int: ...
+    @property
+    def on_policy_error(self) -> OnPolicyError: ...
 
 
 class AttemptView(Protocol):
@@ -70,6 +80,14 @@ class Evidence:
     """Why the scorer had no signal (no logprobs returned...)."""
     scorer_error: str | None = None
     """The scorer raised, timed out or returned something that is not a probability."""
+    error_class: ErrorClass | None = None
+    """The class of ``error`` (``cascade_router.failures``): what it means for the request."""
+    retry_in: float | None = None
+    """Seconds after which the same rung is tried again (``retry_delay``); None: no retry."""
+    halt: bool = False
+    """The error ends the request (``halts``): it is raised, no other rung is tried."""
+    aborted: str | None = None
+    """The answer was abandoned while it was generated (``early_abort``): why. It escalates."""
 
     @property
     def usable(self) -> bool:
@@ -106,6 +124,39 @@ def streams_live(rule: RungRule, *, final: bool) -> bool:
     return final or (not rule.has_scorer and not rule.validate_output)
 
 
+def halts(rule: RungRule, error_class: ErrorClass) -> bool:
+    """Whether a rung's error ends the request instead of falling back: auth and bad-request
+    errors always (another rung would fail alike, or hide the mistake behind its answer), a
+    content-policy refusal unless the ladder routes around it (``on_policy_error: escalate``)."""
+    return error_class in RAISED_AT_ONCE or (error_class == "policy" and rule.on_policy_error == "raise")
+
+
+def retry_delay(
+    rule: RungRule,
+    error_class: ErrorClass,
+    *,
+    tries: int,
+    retry_after: float | None,
+    max_wait: float,
+    base: float = 0.25,
+    cap: float = 8.0,
+) -> float | None:
+    """The longest wait before trying the same rung again, or None to move on.
+
+    Only a retryable error (``cascade_router.failures``) is retried, at most ``max_retries``
+    times per rung and request. The wait is exponential in ``tries`` (the failed tries so far),
+    ``base * 2**(tries-1)`` capped at ``cap``; the driver draws the actual wait uniformly below
+    it (full jitter, so that many clients do not retry in step) and never waits less than the
+    provider's ``Retry-After``. A provider asking for more than ``max_wait`` seconds gets the
+    next rung instead: waiting that long is worse than a fallback.
+    """
+    if error_class != "retryable" or tries > rule.max_retries:
+        return None
+    if retry_after is not None and retry_after > max_wait:
+        return None
+    return min(cap, base * 2.0 ** max(0, tries - 1))
+
+
 def should_score(rule: RungRule, *, is_tool_call: bool) -> bool:
     """Whether to run the rung's scorer on an answer that passed the validity check."""
     if not rule.has_scorer:
@@ -121,7 +172,15 @@ def decide(rule: RungRule, evidence: Evidence, *, final: bool) -> Verdict:
     the score.
     """
     if evidence.error is not None:
-        return Verdict("error", f"error: {type(evidence.error).__name__}")
+        kind = f" ({evidence.error_class})" if evidence.error_class is not None else ""
+        then = ""
+        if evidence.halt:
+            then = "; raised, no other rung tried"
+        elif evidence.retry_in is not None:
+            then = f"; retry in {evidence.retry_in:.2f} s"
+        return Verdict("error", f"error{kind}: {type(evidence.error).__name__}{then}")
+    if evidence.aborted is not None:
+        return Verdict("escalate", f"early abort: {evidence.aborted}")
     if final and not evidence.malformed:
         return Verdict("accept", "final rung")
     if evidence.invalid is not None:
@@ -155,6 +214,11 @@ def next_rung(attempts: Sequence[AttemptView], n_rungs: int, start_at: int = 0) 
     last = attempts[-1]
     if last.decision == "accept":
         return None
+    if last.decision == "error":
+        if last.evidence.halt:
+            return None
+        if last.evidence.retry_in is not None:
+            return last.rung
     nxt = last.rung + 1
     return nxt if nxt < n_rungs else None
 
@@ -163,12 +227,14 @@ def conclude(attempts: Sequence[AttemptView], on_exhausted: OnExhausted) -> Conc
     """Which attempt's answer to return once ``next_rung`` says the request is decided."""
     if attempts and attempts[-1].decision == "accept":
         return Conclusion(len(attempts) - 1, "accepted")
+    if attempts and attempts[-1].decision == "error" and attempts[-1].evidence.halt:
+        return Conclusion(None, "raised")
     if on_exhausted == "best":
         best: int | None = None
         for i, attempt in enumerate(attempts):
             # An error has no answer and an invalid answer (empty, malformed) is never the
             # best one: with nothing usable the ladder is exhausted.
-            if attempt.decision in ("error", "abandoned") or not attempt.evidence.usable:
+            if attempt.decision in ("error", "abandoned", "skipped") or not attempt.evidence.usable:
                 continue
             # Highest score wins; an unscored answer ranks below any scored one; ties go to
             # the later (stronger) rung.

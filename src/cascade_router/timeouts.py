@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -89,3 +90,51 @@ async def in_own_thread(fn: Callable[[], T], *, name: str = "call") -> T:
 
     threading.Thread(target=run, name=f"cascade-thread {name}", daemon=True).start()
     return await future
+
+
+_DONE: Any = object()
+
+
+class ChunkPump:
+    """Reads a blocking iterator on a thread of its own, so that each item can be awaited with a
+    time limit (a stream whose server went silent). ``next`` returns ``end`` after the last
+    item; ``close`` makes the thread stop at its next item and close the iterator."""
+
+    __slots__ = ("_queue", "_stop")
+
+    def __init__(self, items: Iterator[Any], *, name: str = "stream") -> None:
+        self._queue: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        ctx = contextvars.copy_context()
+        threading.Thread(
+            target=ctx.run, args=(self._run, items), name=f"cascade-stream {name}", daemon=True
+        ).start()
+
+    def _run(self, items: Iterator[Any]) -> None:
+        try:
+            for item in items:
+                if self._stop.is_set():
+                    break
+                self._queue.put((True, item))
+            else:
+                self._queue.put((True, _DONE))
+        except BaseException as exc:  # handed to the reader, whatever it is
+            self._queue.put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if self._stop.is_set() and callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+
+    def next(self, timeout: float | None, on_timeout: Callable[[], BaseException], end: Any = None) -> Any:
+        try:
+            ok, item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise on_timeout() from None
+        if not ok:
+            raise item
+        return end if item is _DONE else item
+
+    def close(self) -> None:
+        self._stop.set()

@@ -70,6 +70,10 @@ class _Stream:
     def output(self) -> ModelOutput:
         return self._backend.read(chunk_to_message(self._chunks))
 
+    def partial(self) -> ModelOutput:
+        """The answer so far (for early-abort scoring while it is generated)."""
+        return self.output()
+
 
 class LangChainBackend(BackendBase):
     """Calls ``runnable`` (a chat model, possibly with tools or a schema bound) with this call's

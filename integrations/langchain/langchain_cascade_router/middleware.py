@@ -14,12 +14,13 @@ from langgraph.errors import GraphBubbleUp
 
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend, BackendBase
-from cascade_router.config import Rung, ShadowSettings
+from cascade_router.circuit import CircuitBreakerSettings
+from cascade_router.config import EarlyAbortSettings, Rung, ShadowSettings
 from cascade_router.engine import Call, Engine
 from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import ModelOutput, Request
 from cascade_router.observability.decision_log import DecisionLog
-from cascade_router.policy import OnExhausted
+from cascade_router.policy import OnExhausted, OnPolicyError
 from langchain_cascade_router._backend import LANGCHAIN_BINDING, LangChainBackend
 from langchain_cascade_router._convert import to_core_messages, to_output, tool_names, usage_metadata
 from langchain_cascade_router._runs import NOSTREAM
@@ -125,6 +126,12 @@ class CascadeMiddleware(AgentMiddleware):
         tracing: bool = True,
         inference_spans: bool = True,
         shadow: ShadowSettings | Mapping[str, Any] | None = None,
+        retry_max_wait: float = 20.0,
+        first_token_timeout: float | None = None,
+        stall_timeout: float | None = None,
+        on_policy_error: OnPolicyError = "raise",
+        circuit_breaker: CircuitBreakerSettings | Mapping[str, Any] | None = None,
+        early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
     ) -> None:
         """The options are ``LadderSettings``' and mean what they mean on ``CascadeChatModel``."""
         super().__init__()
@@ -141,6 +148,12 @@ class CascadeMiddleware(AgentMiddleware):
             tracing=tracing,
             inference_spans=inference_spans,
             shadow=shadow,
+            retry_max_wait=retry_max_wait,
+            first_token_timeout=first_token_timeout,
+            stall_timeout=stall_timeout,
+            on_policy_error=on_policy_error,
+            circuit_breaker=circuit_breaker,
+            early_abort=early_abort,
         )
         # What the agent's handler calls for each rung: the rung's model, unstreamed. The
         # agent's stream would otherwise show every rung's answer token by token before it is

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from cascade_router.backend import BackendBase
 from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.observability.redaction import register_secret, register_url_secrets, safe_url
+from cascade_router.openai_format import parse_logprobs
 
 
 class SDKStream:
@@ -27,6 +28,8 @@ class SDKStream:
         self.model: str | None = None
         self.finish_reason: str | None = None
         self.response_id: str | None = None
+        self.logprob_items: list[Any] = []
+        """The provider's per-token logprob items, for APIs that stream them."""
 
     def open(self) -> Iterable[Any]:
         raise NotImplementedError
@@ -40,21 +43,38 @@ class SDKStream:
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[str]:
-        for event in self.open():
-            delta = self.take(event)
-            if delta:
-                self.text.append(delta)
-                yield delta
+        events = self.open()
+        try:
+            for event in events:
+                delta = self.take(event)
+                if delta:
+                    self.text.append(delta)
+                    yield delta
+        finally:
+            # Closing the iteration early (an abandoned answer) closes the HTTP response too,
+            # so that the provider stops generating what nobody reads.
+            close = getattr(events, "close", None)
+            if callable(close):
+                close()
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        async for event in await self.aopen():
-            delta = self.take(event)
-            if delta:
-                self.text.append(delta)
-                yield delta
+        events = await self.aopen()
+        try:
+            async for event in events:
+                delta = self.take(event)
+                if delta:
+                    self.text.append(delta)
+                    yield delta
+        finally:
+            close = getattr(events, "close", None)
+            if callable(close):
+                closing = close()
+                if hasattr(closing, "__await__"):
+                    await closing
 
     def output(self) -> ModelOutput:
-        # Streamed answers carry no logprobs on these APIs: a logprob scorer reports the signal missing.
+        # Logprobs only where the API streams them (OpenAI-compatible servers asked for them);
+        # without them a logprob scorer reports the signal missing.
         usage = Usage(self.input_tokens, self.output_tokens or 0) if self.input_tokens is not None else None
         return ModelOutput(
             text="".join(self.text),
@@ -62,7 +82,12 @@ class SDKStream:
             model=self.model,
             finish_reason=self.finish_reason,
             response_id=self.response_id,
+            logprobs=parse_logprobs(list(self.logprob_items)) if self.logprob_items else None,
         )
+
+    def partial(self) -> ModelOutput:
+        """The answer so far (for early-abort scoring while it is generated)."""
+        return self.output()
 
 
 class SDKBackend(BackendBase):
@@ -103,6 +128,11 @@ class SDKBackend(BackendBase):
     @property
     def model(self) -> str:
         return self._model
+
+    @property
+    def endpoint(self) -> str | None:
+        """The base URL (credentials stripped), which identifies the rung's circuit breaker."""
+        return safe_url(self._base_url) if self._base_url else None
 
     def __repr__(self) -> str:
         url = f", base_url={safe_url(self._base_url)!r}" if self._base_url else ""

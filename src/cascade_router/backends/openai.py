@@ -76,6 +76,9 @@ class _Stream(SDKStream):
             return None
         choice = event.choices[0]
         self.finish_reason = choice.finish_reason or self.finish_reason
+        content = getattr(choice.logprobs, "content", None) if choice.logprobs is not None else None
+        if content:
+            self.logprob_items.extend(content)
         return (choice.delta.content if choice.delta else None) or None
 
 
@@ -145,7 +148,9 @@ class OpenAIBackend(SDKBackend):
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        elif self.logprobs:
+        if self.logprobs:
+            # On streamed calls too: each chunk then carries its tokens' logprobs, which an
+            # early-abort rung scores while the answer is generated.
             body["logprobs"] = True
             body["top_logprobs"] = self.top_logprobs
         return body

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cascade_router.cli import demo as _cli_demo
 from cascade_router.cli import evaluate as _cli_eval
+from cascade_router.cli import health as _cli_health
 from cascade_router.cli import label as _cli_label
 from cascade_router.cli import record as _cli_record
 from cascade_router.errors import ConfigError
@@ -38,6 +39,7 @@ _cli_record.register(app)
 _cli_label.register(app)
 _cli_label.register_log(log_app)
 _cli_demo.register(app)
+_cli_health.register(app)
 
 
 def _out() -> Console:
@@ -94,6 +96,19 @@ def _money(value: float | None) -> str:
     return "unknown" if value is None else f"${value:.6f}"
 
 
+def _total(record: dict[str, object]) -> str:
+    """A request's cost; "at least $x" when some attempt's cost is unknown (a timed-out call)."""
+    cost = record.get("cost_usd")
+    if isinstance(cost, float | int):
+        return f"${cost:.6f}"
+    attempts = record.get("attempts")
+    known = 0.0
+    for a in attempts if isinstance(attempts, list) else []:
+        if isinstance(a, dict) and not a.get("shadow"):
+            known += float(a.get("cost_usd") or 0.0) + float(a.get("scorer_cost_usd") or 0.0)
+    return f"at least ${known:.6f} (some attempt's cost is unknown)"
+
+
 @log_app.command("list")
 def list_requests(
     db: Db, limit: Annotated[int, typer.Option(help="How many of the newest requests.")] = 20
@@ -133,7 +148,7 @@ def show(request_id: str, db: Db) -> None:
     console.print(
         f"{record['request_id']}  {record['created_at']}  cascade={record['cascade']}  "
         f"outcome={record['outcome']}  answered by={record['answered_model']}  "
-        f"cost={_money(record['cost_usd'])}  trace={record['trace_id'] or '-'}"
+        f"cost={_total(record)}  trace={record['trace_id'] or '-'}"
     )
     table = Table(
         "rung",

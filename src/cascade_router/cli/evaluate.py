@@ -470,7 +470,7 @@ def learn_command(
     seed: Seed = 0,
 ) -> None:
     """Fit a learned scorer on a model's recorded answers; report its cross-fitted AUROC."""
-    from cascade_router.scorers.learned import Example, cross_fit, fit
+    from cascade_router.scorers.learned import PREFIX_CHARS, Example, cross_fit, fit
 
     data = _data(dataset, log)
     answered = [item for item in data if model in item.answers]
@@ -507,7 +507,7 @@ def learn_command(
     k = cross_fit_k or folds
     held_out = cross_fit(examples, folds=k, seed=seed)
     area = ev.auroc(held_out, [e.good for e in examples])
-    fitted = fit(examples)
+    fitted = fit(examples, prefixes=PREFIX_CHARS, prefix_targets=held_out)
     fitted.info.update(
         {"dataset": data.name, "model": model, "crossfit_auroc": area, "folds": k, "good_at": good}
     )

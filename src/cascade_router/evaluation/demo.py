@@ -23,7 +23,14 @@ from cascade_router.evaluation import metrics as ev
 from cascade_router.evaluation.datasets import Dataset, DatasetItem
 from cascade_router.model_io import Request, Usage
 from cascade_router.pricing import Price, cost_usd
-from cascade_router.scorers.learned import Example, LearnedModel, LearnedScorer, cross_fit, fit
+from cascade_router.scorers.learned import (
+    PREFIX_CHARS,
+    Example,
+    LearnedModel,
+    LearnedScorer,
+    cross_fit,
+    fit,
+)
 
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG = "gpt-4-1106-preview"
@@ -84,10 +91,11 @@ def prepare(*, seed: int = 0, target: float = 0.95, decision_log: Any = None) ->
     ds = Dataset.load(DATASET)
     fit_ids, run_ids = split(ds, seed)
     train = examples(ds, fit_ids)
-    model = fit(train)
     # The threshold is calibrated on scores the fitted half's items get from models that never
-    # saw them (cross-fitting), as they would be for new traffic.
+    # saw them (cross-fitting), as they would be for new traffic; the prefix model (early abort)
+    # learns to predict those scores from the start of an answer.
     inner = cross_fit(train, folds=5, seed=seed)
+    model = fit(train, prefixes=PREFIX_CHARS, prefix_targets=inner)
     fit_half = ds.subset(fit_ids)
     fit_cascade = ev.replay_ladder(gsm8k_ladder(LearnedScorer(model=model)), fit_half)
     probes = ev.with_scores(ev.probe(fit_cascade, fit_half), inner)

@@ -256,9 +256,13 @@ class RungSpan:
                 drift = attempt.details.get("drift")
                 if isinstance(drift, dict):
                     span.add_event(sc.DRIFT_EVENT, drift)
+                if attempt.decision == "skipped":
+                    span.set_attribute(sc.CIRCUIT, "open")
                 if attempt.decision == "error":
                     exc = attempt.exception
                     span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__ if exc else "error")
+                    if attempt.error_class is not None:
+                        span.set_attribute(sc.ERROR_CLASS, attempt.error_class)
                     span.set_status(Status(StatusCode.ERROR, attempt.error or "error"))
             span.end()
         except Exception as exc:

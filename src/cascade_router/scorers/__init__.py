@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cascade_router.errors import ConfigError
-from cascade_router.scorers.base import Score, Scorer, ScoringContext
+from cascade_router.scorers.base import PrefixCheck, Score, Scorer, ScoringContext
 from cascade_router.scorers.function import CallableScorer, FirstAvailableScorer
 from cascade_router.scorers.judge import JudgeScorer, read_verdict
 from cascade_router.scorers.logprob import LogprobScorer
@@ -72,6 +72,7 @@ __all__ = [
     "FirstAvailableScorer",
     "JudgeScorer",
     "LogprobScorer",
+    "PrefixCheck",
     "Score",
     "Scorer",
     "ScoringContext",

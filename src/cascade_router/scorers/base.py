@@ -33,6 +33,18 @@ class Score:
         return cls(None, method, details, missing=reason)
 
 
+@dataclass(frozen=True, slots=True)
+class PrefixCheck:
+    """What a scorer can tell from the start of an answer (``Scorer.score_prefix``)."""
+
+    score: float | None
+    """The scorer's value on the answer so far; None when it has none yet."""
+    hopeless: str | None = None
+    """Set when, by the scorer's own rule, the finished answer cannot be accepted whatever
+    follows (the least likely token so far is already below a ``min`` threshold; a stated
+    calculation is already wrong): why."""
+
+
 def as_probability(value: object) -> float | None:
     """``value`` as a float in [0, 1], or None when it is not one.
 
@@ -102,3 +114,12 @@ class Scorer(BaseModel):
     async def ascore(self, request: Request, output: ModelOutput, ctx: ScoringContext) -> Score:
         # CPU-only scorers are fast enough to run inline on the event loop.
         return self.score(request, output, ctx)
+
+    def score_prefix(self, request: Request, partial: ModelOutput, threshold: float) -> PrefixCheck | None:
+        """Judge an answer while it is generated (the ``early_abort`` streaming mode).
+
+        ``partial`` holds the text (and the logprobs, where the provider streams them) so far.
+        None: this scorer cannot judge a partial answer, and the rung is scored whole. Must be
+        cheap and free of I/O: it runs every few chunks.
+        """
+        return None

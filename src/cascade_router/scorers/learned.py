@@ -25,7 +25,7 @@ from pydantic import PrivateAttr
 
 from cascade_router.errors import ConfigError
 from cascade_router.model_io import ModelOutput, Request
-from cascade_router.scorers.base import Score, Scorer, ScoringContext
+from cascade_router.scorers.base import PrefixCheck, Score, Scorer, ScoringContext
 
 FORMAT = "cascade-router.learned-scorer"
 VERSION = 1
@@ -84,6 +84,13 @@ def _wrong(expression: str, stated: str) -> bool:
     except ValueError:
         return True
     return value is None or abs(value - claimed) > 1e-4 * max(1.0, abs(claimed))
+
+
+def _complete(text: str, stated: str) -> bool:
+    """Whether the number ``stated`` is followed by something, i.e. fully generated (a prefix
+    may end inside a number: "= 4" of "= 42")."""
+    end = text.rfind(stated)
+    return end >= 0 and end + len(stated) < len(text)
 
 
 def _to_float(text: str) -> float | None:
@@ -184,6 +191,10 @@ class LearnedModel:
     """``{"kind": "hashing", "n_features": N}`` or ``{"kind": "external", "dimensions": D}``."""
     info: dict[str, Any] = field(default_factory=dict)
     """What it was fitted on (counts, cross-fitted AUROC...), for people reading the file."""
+    prefix: LearnedModel | None = None
+    """A model of P(good answer) from the *start* of an answer (``fit(prefixes=...)``), for the
+    ``early_abort`` mode: the full model, fitted on finished answers, reads a prefix as an
+    answer without a final result and scores nearly every one low."""
 
     def text(self, question: str, answer: str) -> str:
         return f"{question}\n\n{answer}"
@@ -203,11 +214,36 @@ class LearnedModel:
             if embedding is None:
                 raise ConfigError("embeddings", "this scorer was fitted with external embeddings: pass them")
             z += sum(w * x for w, x in zip(self.embed_weights, embedding, strict=True))
-        return 1.0 / (1.0 + math.exp(-z))
+        # A stable logistic: an answer far outside the training data (a feature constant in
+        # training, so its scale is tiny) gives a huge |z|, and exp would overflow.
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "prefix"}
+        if self.prefix is not None:
+            data["prefix"] = self.prefix.as_dict()
+        return data
 
     def save(self, path: str | Path) -> None:
-        payload = {"format": FORMAT, "version": VERSION, "features": list(FEATURES), **self.__dict__}
+        payload = {"format": FORMAT, "version": VERSION, "features": list(FEATURES), **self.as_dict()}
         Path(path).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LearnedModel:
+        prefix = data.get("prefix")
+        return cls(
+            mean=data["mean"],
+            scale=data["scale"],
+            hand_weights=data["hand_weights"],
+            embed_weights=data["embed_weights"],
+            intercept=data["intercept"],
+            embedder=data["embedder"],
+            info=data.get("info", {}),
+            prefix=cls.from_dict(prefix) if isinstance(prefix, dict) else None,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedModel:
@@ -219,15 +255,12 @@ class LearnedModel:
             raise ConfigError(str(path), "not a cascade-router learned-scorer file")
         if data.get("version") != VERSION or data.get("features") != list(FEATURES):
             raise ConfigError(str(path), "written by another cascade-router version: fit it again")
-        return cls(
-            mean=data["mean"],
-            scale=data["scale"],
-            hand_weights=data["hand_weights"],
-            embed_weights=data["embed_weights"],
-            intercept=data["intercept"],
-            embedder=data["embedder"],
-            info=data.get("info", {}),
-        )
+        return cls.from_dict(data)
+
+
+PREFIX_CHARS = (64, 128, 256)
+"""Where answers are cut to fit the prefix model (``fit(prefixes=...)``): about 16, 32 and 64
+tokens, the span in which an early abort saves most."""
 
 
 @dataclass(frozen=True)
@@ -245,20 +278,30 @@ def fit(
     embeddings: Any = None,
     c: float = 1.0,
     n_features: int = 4096,
+    prefixes: Sequence[int] = (),
+    prefix_targets: Sequence[float] | None = None,
+    targets: Sequence[float] | None = None,
 ) -> LearnedModel:
     """Fit a logistic regression on labelled answers (needs scikit-learn).
 
     ``c`` is the inverse L2 regularisation strength (scikit-learn's default). Choosing it by
     cross-validation inside the fitted half was tried on GSM8K and did worse than this default.
+    ``prefixes``: also fit ``LearnedModel.prefix`` on the answers cut to these many characters,
+    for the ``early_abort`` mode; not with external embeddings (a prefix check must not call an
+    embedding model every few chunks). Each cut is labelled with ``prefix_targets`` (the whole
+    answer's score by a model that never saw it, from ``cross_fit``), so that the prefix model
+    estimates the score the finished answer will get, which is what the threshold is compared
+    with; without them, with whether the whole answer was good. ``targets``: soft labels in
+    [0, 1] instead of ``good`` (fitted as weighted positive and negative copies).
     """
     try:
         import numpy as np
-        from scipy.sparse import csr_matrix, hstack
+        from scipy.sparse import csr_matrix, hstack, vstack
         from sklearn.linear_model import LogisticRegression
     except ImportError as exc:
         raise ImportError("fitting a learned scorer needs: pip install 'cascade-router[learn]'") from exc
     labels = np.array([e.good for e in examples], dtype=float)
-    if len(set(labels.tolist())) < 2:
+    if targets is None and len(set(labels.tolist())) < 2:
         raise ConfigError("examples", "need both good and bad answers to learn from")
     hand = np.array([answer_features(e.question, e.answer) for e in examples])
     mean = hand.mean(axis=0)
@@ -282,9 +325,32 @@ def fit(
         embedded = csr_matrix(vectors)
         embedder = {"kind": "external", "dimensions": int(vectors.shape[1])}
     matrix = hstack([csr_matrix(hand), embedded]).tocsr()
-    model = LogisticRegression(C=c, max_iter=5000).fit(matrix, labels)
+    if targets is None:
+        model = LogisticRegression(C=c, max_iter=5000).fit(matrix, labels)
+    else:
+        # Soft labels: each example once as good with weight t and once as bad with 1 - t,
+        # which is the logistic loss of the target probability t.
+        soft = np.clip(np.asarray(targets, dtype=float), 0.0, 1.0)
+        model = LogisticRegression(C=c, max_iter=5000).fit(
+            vstack([matrix, matrix]),
+            np.concatenate([np.ones(len(soft)), np.zeros(len(soft))]),
+            sample_weight=np.concatenate([soft, 1.0 - soft]),
+        )
     weights = model.coef_[0]
     k = hand.shape[1]
+    prefix = None
+    if prefixes and embeddings is None:
+        cut: list[Example] = []
+        cut_targets: list[float] = []
+        for n in prefixes:
+            for i, e in enumerate(examples):
+                if len(e.answer) > n:
+                    cut.append(Example(e.question, e.answer[:n], e.good))
+                    cut_targets.append(prefix_targets[i] if prefix_targets is not None else float(e.good))
+        if cut and 0.0 < sum(cut_targets) < len(cut_targets):
+            prefix = fit(cut, c=c, n_features=n_features, targets=cut_targets)
+            prefix.info["prefix_chars"] = list(prefixes)
+            prefix.info["targets"] = "cross-fitted scores" if prefix_targets is not None else "good"
     return LearnedModel(
         mean=mean.tolist(),
         scale=scale.tolist(),
@@ -293,6 +359,7 @@ def fit(
         intercept=float(model.intercept_[0]),
         embedder=embedder,
         info={"examples": len(examples), "good": int(labels.sum()), "c": c},
+        prefix=prefix,
     )
 
 
@@ -361,3 +428,21 @@ class LearnedScorer(Scorer):
         if self.embeddings is not None:
             embedding = _external(self.embeddings)([self._model.text(question, output.text)])[0]
         return Score(self._model.predict(question, output.text, embedding), "learned")
+
+    def score_prefix(self, request: Request, partial: ModelOutput, threshold: float) -> PrefixCheck | None:
+        """The prefix model's value on the text so far (None without one); hopeless once the
+        text states a calculation that is wrong (``<<6*7=43>>``, ``6 x 7 = 43``): the finished
+        answer will still state it. Not with external embeddings (a call per check would cost
+        more than it saves)."""
+        if self.embeddings is not None or not partial.text.strip():
+            return None
+        question = "\n".join(m.content for m in request.messages if m.role != "system")
+        # Only a model fitted on prefixes gives a prefix a comparable score; without one, only
+        # the wrong-calculation rule can abandon an answer.
+        prefix_model = self._model.prefix
+        value = prefix_model.predict(question, partial.text) if prefix_model is not None else None
+        for expression, stated in [*_ANNOTATION.findall(partial.text), *_INLINE.findall(partial.text)]:
+            evaluable = _evaluate(expression.replace(",", "")) is not None
+            if evaluable and _complete(partial.text, stated) and _wrong(expression, stated):
+                return PrefixCheck(value, f"a stated calculation is wrong: {expression.strip()} = {stated}")
+        return PrefixCheck(value)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from cascade_router.model_io import ModelOutput, Request, valid_logprob
-from cascade_router.scorers.base import Score, Scorer, ScoringContext
+from cascade_router.scorers.base import PrefixCheck, Score, Scorer, ScoringContext
 
 Aggregate = Literal["mean", "min", "geometric_mean", "quantile", "first_token_margin"]
 
@@ -74,6 +74,32 @@ class LogprobScorer(Scorer):
                 runner_up = math.exp(min(alternatives[0], 0.0)) if alternatives else 0.0
                 value = max(0.0, math.exp(min(first.logprob, 0.0)) - runner_up)
         return Score(min(1.0, max(0.0, value)), "logprob", details)
+
+    def score_prefix(self, request: Request, partial: ModelOutput, threshold: float) -> PrefixCheck | None:
+        """The aggregate over the tokens so far. With ``aggregate="min"`` a prefix whose least
+        likely token is below the threshold is hopeless: the minimum can only go down."""
+        if self.aggregate == "first_token_margin" or not partial.logprobs:
+            return None
+        score = self.score(request, partial, _NO_CALLS)
+        if score.value is None:
+            return None
+        value = float(score.value)
+        if self.aggregate == "min" and value < threshold:
+            return PrefixCheck(value, f"a token of probability {value:.3f} < threshold {threshold:g}")
+        return PrefixCheck(value)
+
+
+class _NoCalls:
+    """A scoring context for prefix checks, which never call a model."""
+
+    def invoke(self, model: Any, request: Request, *, price: Any = None) -> ModelOutput:
+        raise RuntimeError("a logprob scorer calls no model")
+
+    async def ainvoke(self, model: Any, request: Request, *, price: Any = None) -> ModelOutput:
+        raise RuntimeError("a logprob scorer calls no model")
+
+
+_NO_CALLS = _NoCalls()
 
 
 def _low_quantile(values: list[float], q: float) -> float:

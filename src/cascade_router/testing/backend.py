@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from cascade_router.backend import BackendBase
@@ -37,6 +38,7 @@ class _Stream:
         self._request = request
         self._reply = backend.script.next()
         self._done = False
+        self._sent = 0
 
     def __iter__(self) -> Iterator[str]:
         reply = self._reply
@@ -46,6 +48,7 @@ class _Stream:
         for i, token in enumerate(tokenize(reply.text)):
             if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
                 raise reply.stream_error()
+            self._sent = i + 1
             yield token
         self._done = True
 
@@ -57,6 +60,7 @@ class _Stream:
         for i, token in enumerate(tokenize(reply.text)):
             if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
                 raise reply.stream_error()
+            self._sent = i + 1
             yield token
         self._done = True
 
@@ -64,6 +68,23 @@ class _Stream:
         if not self._done:
             raise RuntimeError("output() before the stream finished")
         return reply_output(self._reply, self._request, self._backend.model)
+
+    def partial(self) -> ModelOutput:
+        """The answer so far: the chunks sent, with their logprobs (no usage yet)."""
+        whole = reply_output(self._reply, self._request, self._backend.model)
+        n = self._sent
+        return replace(
+            whole,
+            text="".join(tokenize(self._reply.text)[:n]),
+            logprobs=tuple(whole.logprobs[:n]) if whole.logprobs is not None else None,
+            usage=None,
+            finish_reason=None,
+        )
+
+    @property
+    def chunks_sent(self) -> int:
+        """How many chunks the stream has yielded (what an aborted call was charged for)."""
+        return self._sent
 
 
 class ScriptedBackend(BackendBase):

@@ -163,6 +163,10 @@ class _Stream:
         last = self._last or ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=""))
         return to_output(self._backend.llm, last, self._backend.parser)
 
+    def partial(self) -> ModelOutput:
+        """The answer so far (for early-abort scoring while it is generated)."""
+        return self.output()
+
 
 class LlamaIndexBackend(BackendBase):
     """Calls one LlamaIndex LLM, with tools when the request has them."""
