@@ -106,5 +106,8 @@ async def answer(entry: Any, mode: str) -> tuple[str, list[dict[str, Any]]]:
     events = list(entry.stream("q")) if mode == "stream" else [e async for e in entry.astream("q")]
     finished = events[-1]
     assert isinstance(finished, Finished)
-    text = "".join(e.native if hasattr(e, "native") else e.output.text for e in events[:-1])
+    text = "".join(
+        e.native if hasattr(e, "native") else e.text if hasattr(e, "text") else e.output.text
+        for e in events[:-1]
+    )
     return text, [a.to_dict() for a in finished.result.attempts]

@@ -209,3 +209,36 @@ def test_breakers_are_shared_across_processes_through_redis(
     states = [line for line in as_json.output.splitlines() if line.startswith("{")]
     assert '"state": "open"' in states[0]
     assert '"state": "closed"' in states[1]
+
+
+def test_a_forked_worker_keeps_working_with_the_breakers(server: FaultServer) -> None:
+    """A lock held by another thread at fork() must not hang the child's breakers."""
+    import os
+
+    from cascade_router.shared_state import open_store
+
+    store = open_store(None)
+    lock = store._lock  # type: ignore[attr-defined]
+    lock.acquire()  # as if another thread were inside the store at the fork
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the breakers must answer, not deadlock
+            code = 0
+            try:
+                breakers = CircuitBreakers(CircuitBreakerSettings(failures=1), ["t|forked|-"])
+                breakers.record(0, ok=False, error_class="retryable")
+                code = 0 if breakers.gate(0) == "open" else 3
+            except BaseException:
+                code = 4
+            os._exit(code)
+    finally:
+        lock.release()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the forked child hung on a lock held at the fork")

@@ -221,3 +221,31 @@ def test_on_the_wire_the_cheap_rung_stream_is_closed_early(slow_server: FaultSer
     time.sleep(0.3)  # the server notices the closed connection at its next write
     # The provider stopped generating soon after the third token instead of finishing the answer.
     assert cheap.chunks_sent < words, (cheap.chunks_sent, words)
+
+
+def test_a_prefix_model_is_fitted_saved_and_used(tmp_path: Any) -> None:
+    from cascade_router.scorers.learned import PREFIX_CHARS, Example, LearnedModel, fit
+
+    good = "We multiply six by seven, which gives forty-two, so the final answer is 42. #### 42"
+    bad = "Hmm, maybe we add them? Six plus seven is thirteen, I think, so perhaps it is 13. #### 13"
+    examples = [Example(f"What is 6 times 7? ({i})", good if i % 2 else bad, bool(i % 2)) for i in range(40)]
+    targets = [0.9 if e.good else 0.1 for e in examples]
+    model = fit(examples, prefixes=PREFIX_CHARS, prefix_targets=targets)
+    assert model.prefix is not None
+    assert model.prefix.info["targets"] == "cross-fitted scores"
+    model.save(tmp_path / "scorer.json")
+    loaded = LearnedModel.load(tmp_path / "scorer.json")
+    assert loaded.prefix is not None
+    scorer = LearnedScorer(model=loaded)
+    request = Request.from_text("What is 6 times 7? (99)")
+    hopeful = scorer.score_prefix(request, ModelOutput(text=good[:64]), 0.5)
+    doubtful = scorer.score_prefix(request, ModelOutput(text=bad[:64]), 0.5)
+    assert hopeful is not None
+    assert doubtful is not None
+    assert hopeful.score is not None
+    assert doubtful.score is not None
+    assert hopeful.score > 0.5 > doubtful.score
+    # Without a prefix model only the scorer's own rule can abandon: no score to compare.
+    plain = LearnedScorer(model=fit(examples)).score_prefix(request, ModelOutput(text=bad[:64]), 0.5)
+    assert plain is not None
+    assert plain.score is None

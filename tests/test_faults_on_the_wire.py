@@ -77,13 +77,15 @@ def _model(kind: str, name: str, url: str, clients: Clients) -> Any:
     )
 
 
-def ladder(kind: str, fault: str, url: str, clients: Clients, **settings: Any) -> Any:
-    # The faulty rung is a pure fallback rung (no scorer, no validity check), so that it streams
-    # live in the stream modes: its mid-stream faults reach the caller.
-    rungs = [
-        {"model": _model(kind, fault, url, clients), "name": "faulty", "validate_output": False, "price": 0},
-        {"model": _model(kind, f"ok/{fault}", url, clients), "name": "healthy", "price": 0},
-    ]
+def ladder(
+    kind: str, fault: str, url: str, clients: Clients, scorer: dict[str, Any] | None = None, **settings: Any
+) -> Any:
+    # By default the faulty rung is a pure fallback rung (no scorer, no validity check), so that it
+    # streams live in the stream modes: its mid-stream faults reach the caller. With a scorer it
+    # is called whole (or, with early_abort, streamed internally).
+    faulty: dict[str, Any] = {"model": _model(kind, fault, url, clients), "name": "faulty", "price": 0}
+    faulty.update({"scorer": scorer, "threshold": 0.5} if scorer is not None else {"validate_output": False})
+    rungs = [faulty, {"model": _model(kind, f"ok/{fault}", url, clients), "name": "healthy", "price": 0}]
     options = {**SETTINGS, "tracing": False, **settings}
     if kind == "core":
         return Cascade(rungs, **options)
@@ -189,6 +191,8 @@ def test_stall_is_noticed_after_the_stall_timeout_not_the_http_timeout(
     failed = info.value.attempts[-1]
     assert failed.error_class == "timeout"
     assert failed.decision == "error"
+    assert failed.details["chunks_received"] == 2  # the tokens before the stall
+    assert failed.cost_usd is None  # billed, by how much the provider never said
 
 
 def test_retry_after_longer_than_the_wait_limit_moves_on_at_once(server: FaultServer) -> None:
@@ -283,3 +287,112 @@ def test_failed_attempts_cost_zero_when_refused_and_unknown_when_maybe_billed(
     shown = CliRunner().invoke(app, ["log", "show", timed_out.request_id, "--db", str(tmp_path / "log.db")])
     assert "at least $" in " ".join(shown.output.split()), shown.output
     log.close()
+
+
+@pytest.mark.parametrize("mode", ["stream", "astream"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_cut_stream_continues_on_the_next_rung_without_repeating(
+    server: FaultServer, kind: str, mode: str
+) -> None:
+    """``on_midstream_failure: continue``: the healthy rung restarts the answer (it ignores the
+    instruction to continue), and the splice cuts what the caller had already seen."""
+    model = f"cut-after-3/continue-{kind}-{mode}"
+    text, attempts = _run(kind, model, server.url, mode, on_midstream_failure="continue")
+    assert text == ANSWER  # every word once, in order: nothing repeated, nothing dropped
+    assert [a["decision"] for a in attempts] == ["error", "accept"]
+    assert attempts[0]["error_class"] == "retryable"  # not retried on itself: it had shown text
+    continued = server.requests_for(f"ok/{model}")[-1]
+    roles = [m["role"] for m in continued.messages]
+    assert roles[-2:] == ["assistant", "user"]  # the emitted text, then the instruction
+    assert ANSWER.startswith(continued.messages[-2]["content"])
+    assert "Continue it exactly from where it stopped" in continued.messages[-1]["content"]
+
+
+def test_a_rung_that_rejects_prefill_does_not_mask_the_stream_error(server: FaultServer) -> None:
+    def model(name: str) -> dict[str, Any]:
+        return {
+            "provider": "openai",
+            "model": name,
+            "base_url": server.url,
+            "api_key": "sk-x",
+            "max_retries": 0,
+        }
+
+    rungs = [
+        {"model": model("cut-after-3/prefill"), "name": "faulty", "validate_output": False, "price": 0},
+        {"model": model("prefill-rejected/prefill"), "name": "prefill", "prefill": True, "price": 0},
+    ]
+    with Cascade(rungs, tracing=False, on_midstream_failure="continue") as cascade:
+        got: list[Any] = []
+        with pytest.raises(CascadeStreamError, match="'faulty' failed after part of its answer") as info:
+            got.extend(cascade.stream("q"))
+    assert len(got) == 3  # the three chunks the caller saw
+    assert [a.error_class for a in info.value.attempts] == ["retryable", "bad_request"]
+    sent = server.requests_for("prefill-rejected/prefill")[-1]
+    assert sent.messages[-1]["role"] == "assistant"  # prefill: no instruction turn
+
+
+def test_splice() -> None:
+    from cascade_router.engine import splice
+
+    assert splice("The answer is", "The answer is 42.") == " 42."
+    assert splice("The answer is", " 42.") == " 42."
+    assert splice("The answer is 4", "is 42.") == "2."
+    assert splice("The answer is ", "The answer is 42.") == "42."
+    assert splice("abc", "xyz") == "xyz"
+
+
+EARLY_ABORT_CASES: dict[str, tuple[str, tuple[str | None, ...]]] = {
+    # fault: (who answers, error class of each attempt). The faulty rung is scored, so in
+    # early_abort mode it is streamed internally: a broken stream never reached the caller, and
+    # the ladder falls back instead of failing the request.
+    "ok": ("faulty", (None,)),
+    "cut-after-3": ("healthy", ("retryable", "retryable", None)),  # retried once, as any reset
+    "stall-after-2": ("healthy", ("timeout", None)),
+    "malformed-after-2": ("healthy", ("other", None)),
+    "slow-first-token-2": ("healthy", ("timeout", None)),
+    "reset": ("healthy", ("retryable", "retryable", None)),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fault", list(EARLY_ABORT_CASES))
+def test_early_abort_rescues_a_broken_stream_of_a_scored_rung(
+    server: FaultServer, kind: str, mode: str, fault: str
+) -> None:
+    answered, classes = EARLY_ABORT_CASES[fault]
+    model = f"{fault}/early-{kind}-{mode}"
+    early = {"check_every": 4}
+    text, attempts = _run(
+        kind, model, server.url, mode, scorer={"kind": "logprob", "aggregate": "min"}, early_abort=early
+    )
+    assert text.startswith(ANSWER), text
+    assert attempts[-1]["name"] == answered, attempts
+    assert tuple(a["error_class"] for a in attempts) == classes, attempts
+    streamed = [r.stream for r in server.requests_for(model)]
+    if kind == "llamaindex" and fault == "ok":
+        # LlamaIndex's OpenAILike streams without logprobs, which the scorer needs: the engine
+        # notices at the first check, turns early abort off for the rung and asks again whole.
+        assert streamed == [True, False]
+    else:
+        assert all(streamed), "a scored rung in early_abort mode streams"
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])
+def test_a_hedge_answers_while_the_primary_stays_silent(server: FaultServer, mode: str) -> None:
+    model = f"silent/hedge-{mode}"
+
+    async def go() -> tuple[str, list[dict[str, Any]]]:
+        rungs = _core_rungs(model, server.url)
+        # Scored, so that it is called whole in every mode (a live rung is not hedged).
+        rungs[0] = {**rungs[0], "scorer": {"kind": "logprob"}, "threshold": 0.5}
+        with Cascade(rungs, **{**SETTINGS, "timeout": 5}, hedge={"delay_s": 0.2}, tracing=False) as entry:
+            try:
+                return await answer(entry, mode)
+            finally:
+                await entry.aclose()
+
+    text, attempts = asyncio.run(go())
+    assert text.startswith(ANSWER)
+    assert [(a["name"], a["decision"]) for a in attempts] == [("faulty", "abandoned"), ("healthy", "accept")]

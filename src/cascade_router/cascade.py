@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.backends import backend_from
 from cascade_router.circuit import CircuitBreakerSettings
-from cascade_router.config import EarlyAbortSettings, LadderConfig, Rung, ShadowSettings, load_config
+from cascade_router.config import (
+    EarlyAbortSettings,
+    HedgeSettings,
+    LadderConfig,
+    Rung,
+    ShadowSettings,
+    load_config,
+)
 from cascade_router.engine import Call, Engine, StreamEvent
 from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import Message, Request
@@ -70,6 +77,8 @@ class Cascade:
         on_policy_error: OnPolicyError = "raise",
         circuit_breaker: CircuitBreakerSettings | Mapping[str, Any] | None = None,
         early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
+        hedge: HedgeSettings | Mapping[str, Any] | None = None,
+        on_midstream_failure: Literal["raise", "continue"] = "raise",
     ) -> None:
         """The options are ``LadderSettings``' and mean the same on every entry point:
         ``timeout`` / ``max_retries`` are defaults for rungs that set none; ``decision_log`` a
@@ -97,6 +106,8 @@ class Cascade:
             on_policy_error=on_policy_error,
             circuit_breaker=circuit_breaker,
             early_abort=early_abort,
+            hedge=hedge,
+            on_midstream_failure=on_midstream_failure,
         )
 
     @classmethod

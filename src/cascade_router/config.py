@@ -18,7 +18,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -102,6 +102,27 @@ class EarlyAbortSettings(BaseModel):
     """The margin rule: abandon when the prefix's score is below ``threshold - margin``."""
 
 
+class HedgeSettings(BaseModel):
+    """The ``hedged`` mode (``docs/streaming.md``): when a scored rung has not given an
+    acceptable answer within a delay, the next rung is started in parallel; the first acceptable
+    answer wins and the other call is cancelled. Both calls are recorded and paid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    delay_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    """Seconds to wait before hedging. None: the rung's ``quantile`` latency over its recent
+    answers in this process (no hedge until it has ``min_samples`` of them)."""
+    quantile: float = Field(default=0.9, gt=0, lt=1)
+    """Which latency quantile of the rung is the delay when ``delay_s`` is not set."""
+    min_samples: int = Field(default=20, ge=1, le=100_000)
+    """Recent answers of a rung needed before its observed latency is used."""
+    window: int = Field(default=200, ge=10, le=100_000)
+    """Recent answers per rung kept for the latency quantile."""
+    max_share: float = Field(default=0.1, gt=0, le=1)
+    """The budget for extra calls: at most this share of the ladder's requests start a hedge
+    (counted in this process); past it requests wait for the slow rung as in buffered mode."""
+
+
 class Rung(BaseModel):
     """One model of the ladder and the rule for accepting its answers."""
 
@@ -141,6 +162,12 @@ class Rung(BaseModel):
     """Seconds a streamed call may go without a chunk once it has started; past it the stream
     counts as failed (before any output reached the caller: the ladder moves on; after: the
     request fails with ``CascadeStreamError``). Unset: the ladder's ``stall_timeout``."""
+    prefill: bool | None = None
+    """Whether this rung's provider continues a conversation's final assistant message (a
+    "prefill"), as Anthropic's API does; OpenAI's chat API starts a new answer instead. Used when
+    a broken stream is continued on this rung (``on_midstream_failure: continue``): with prefill
+    the emitted text is the assistant's message, without it a user turn also asks to continue.
+    None: by provider (``anthropic``: yes)."""
     price: Price | None = None
     """Price per million tokens; overrides the `genai-prices` catalog. ``0`` (or ``free``) for
     a model that costs nothing, such as one on your own machine: its calls then cost $0, where a
@@ -270,6 +297,13 @@ class LadderSettings(BaseModel):
     """Stream scored rungs from the provider and abandon an answer as soon as its start shows
     it will be rejected (``{}`` for the defaults). None: ``buffered``, each scored rung answers
     whole before it is scored."""
+    on_midstream_failure: Literal["raise", "continue"] = "raise"
+    """When a live stream breaks after part of the answer reached the caller: ``raise``
+    ``CascadeStreamError``, or ``continue`` on the next rung that streams live, with the emitted
+    text as its starting point, splicing its answer on without repeating or dropping text."""
+    hedge: HedgeSettings | None = None
+    """Start the next rung in parallel when a scored rung is slow (``{}`` for the defaults: the
+    rung's p90 latency, at most 10 % of requests hedged). None: off."""
     circuit_breaker: CircuitBreakerSettings | None = None
     """Skip a rung whose endpoint keeps failing, and probe it again after a cooldown
     (``cascade_router.circuit``); ``{}`` for the defaults, ``{store: "redis://..."}`` to share

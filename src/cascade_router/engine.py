@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
 import os
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from cascade_router import policy
 from cascade_router.attempts import Attempt, Result
@@ -23,7 +26,8 @@ from cascade_router.backend import Backend
 from cascade_router.circuit import CircuitBreakers
 from cascade_router.errors import CircuitOpenError, RungTimeoutError, ScorerError
 from cascade_router.failures import classify, retry_after, status_of
-from cascade_router.model_io import ModelOutput, Request, Usage
+from cascade_router.hedging import HedgeState
+from cascade_router.model_io import Message, ModelOutput, Request, Usage
 from cascade_router.observability.decision_log import DecisionLog, Deferred
 from cascade_router.observability.drift import DriftWatch
 from cascade_router.observability.shadow import ShadowSampler
@@ -45,10 +49,11 @@ from cascade_router.scorers.validity import EMPTY_ANSWER
 from cascade_router.timeouts import ChunkPump, call_with_timeout
 
 if TYPE_CHECKING:
-    from cascade_router.config import EarlyAbortSettings
+    from cascade_router.config import EarlyAbortSettings, HedgeSettings
     from cascade_router.ladder import RungRuntime
 
 T = TypeVar("T")
+log = logging.getLogger("cascade_router.engine")
 
 Resolver = Callable[[Any, int], Backend]
 """``resolve(model, rung)``: a judge's model reference as a backend bound to the current call;
@@ -119,7 +124,17 @@ class Finished:
     result: Result
 
 
-StreamEvent = LiveChunk | WholeAnswer | Finished
+@dataclass(frozen=True, slots=True)
+class LiveText:
+    """Text of a live rung's answer that is not one of its own chunks: the start of a
+    continuation after a stream broke (``on_midstream_failure: continue``), with what the
+    caller had already seen cut off."""
+
+    text: str
+    rung: int
+
+
+StreamEvent = LiveChunk | LiveText | WholeAnswer | Finished
 
 
 class _Scoring:
@@ -194,6 +209,8 @@ class Engine:
         retry_max_wait: float = 20.0,
         breakers: CircuitBreakers | None = None,
         early_abort: EarlyAbortSettings | None = None,
+        hedge: HedgeSettings | None = None,
+        on_midstream_failure: Literal["raise", "continue"] = "raise",
     ) -> None:
         """``propagate``: exception types that are control flow, not rung failures (LangGraph's
         interrupts, say); they pass through instead of falling back. ``telemetry`` defaults to
@@ -217,6 +234,13 @@ class Engine:
         """The rungs' circuit breakers (None: off)."""
         self.early_abort = early_abort
         """The early-abort mode's settings (None: buffered)."""
+        self._unstreamable: set[int] = set()
+        """Rungs whose streams lack the logprobs their scorer needs: never early-aborted."""
+        self.on_midstream_failure = on_midstream_failure
+        """``continue``: a live stream that breaks after output reached the caller goes on
+        on the next rung that streams live."""
+        self.hedging = HedgeState(hedge, len(self.rungs)) if hedge is not None else None
+        """The hedged mode's latencies and budget (None: off)."""
         """Samples requests whose remaining rungs are called off the request path (None: off)."""
         self.signal_watch = SignalWatch(name)
         self.drift_watch = DriftWatch(name)
@@ -230,6 +254,8 @@ class Engine:
                 "the request has no message to answer (it is empty or holds only a system prompt); "
                 "no rung was called"
             )
+        if self.hedging is not None:
+            self.hedging.count_request()
         # 128 random bits as hex, like uuid4().hex, at a fraction of its cost.
         return _InFlight(
             self.telemetry.start_request(call.otel_context, call.request),
@@ -317,8 +343,17 @@ class Engine:
         return policy.is_final(index, len(self.rungs), self.accept_last)
 
     def _error_attempt(
-        self, rung: RungRuntime, backend: Backend, exc: Exception, t0: float, attempts: Sequence[Attempt]
+        self,
+        rung: RungRuntime,
+        backend: Backend,
+        exc: Exception,
+        t0: float,
+        attempts: Sequence[Attempt],
+        *,
+        retry: bool = True,
     ) -> Attempt:
+        """``retry=False``: never the same rung again (a stream that broke after output reached
+        the caller is not restarted on its own rung)."""
         error_class = classify(exc)
         tries = 1
         for earlier in reversed(attempts):
@@ -331,7 +366,9 @@ class Engine:
         )
         # Equal jitter: between half the bound and the bound, so that clients that failed
         # together do not retry together, yet never sooner than the provider asked.
-        retry_in = None if bound is None else max(wait or 0.0, bound * (0.5 + random.random() / 2))
+        retry_in = (
+            None if bound is None or not retry else max(wait or 0.0, bound * (0.5 + random.random() / 2))
+        )
         evidence = Evidence(
             error=exc,
             error_class=error_class,
@@ -523,6 +560,170 @@ class Engine:
         if self.breakers is not None:
             self.breakers.record(rung.index, ok=True)
 
+    # -- mid-stream continuation ------------------------------------------------------------
+
+    def _continues(self, index: int) -> bool:
+        """Whether a live rung's text is tracked, to continue it elsewhere should it break."""
+        return self.on_midstream_failure == "continue" and index + 1 < len(self.rungs)
+
+    def _continuation(
+        self, call: Call, index: int, name: str, exc: Exception, shown: list[str | None]
+    ) -> _Continuation | None:
+        """How to go on after live rung ``index`` broke mid-answer, or None: raise."""
+        nxt = index + 1
+        if self.on_midstream_failure != "continue" or nxt >= len(self.rungs) or not self._streams_live(nxt):
+            return None
+        if any(part is None for part in shown):  # a chunk whose text the backend cannot tell
+            return None
+        emitted = "".join(p for p in shown if p is not None)
+        prefill = self.rungs[nxt].prefill
+        turns = [*call.request.messages, Message("assistant", emitted)]
+        if not prefill:
+            turns.append(Message("user", CONTINUE_INSTRUCTION))
+        request = Request(
+            messages=turns,
+            tool_names=call.request.tool_names,
+            metadata=call.request.metadata,
+            structured=call.request.structured,
+        )
+        return _Continuation(request, emitted, name, exc, prefill)
+
+    def _splice_start(
+        self, cont: _Continuation, backend: Backend, reader: LiveReader, chunk: Any, rung: RungRuntime
+    ) -> tuple[str, Any]:
+        """Read the continuation until what it repeats of the emitted text can be cut off;
+        (its first new text, the next chunk)."""
+        text = ""
+        while chunk is not _END and len(text) < len(cont.emitted) + SPLICE_SLACK:
+            part = _text_of(backend, chunk)
+            text += part or ""
+            chunk = reader.next(rung.stall_timeout, "next chunk")
+        return splice(cont.emitted, text), chunk
+
+    async def _asplice_start(
+        self, cont: _Continuation, backend: Backend, chunks: AsyncIterator[Any], chunk: Any, rung: RungRuntime
+    ) -> tuple[str, Any]:
+        text = ""
+        while chunk is not _END and len(text) < len(cont.emitted) + SPLICE_SLACK:
+            part = _text_of(backend, chunk)
+            text += part or ""
+            chunk = await _anext_within(chunks, rung.stall_timeout, rung, "next chunk")
+        return splice(cont.emitted, text), chunk
+
+    # -- hedging --------------------------------------------------------------------------------
+
+    def _hedge_delay(self, call: Call, index: int) -> float | None:
+        """The delay after which rung ``index`` is hedged with the next one; None: no hedge
+        (off, the final rung, no observed latency yet, or the next rung's breaker is open)."""
+        hedging = self.hedging
+        if hedging is None or self._final(index) or index + 1 >= len(self.rungs):
+            return None
+        if self.breakers is not None and self.breakers.gate(index + 1) == "open":
+            return None
+        return hedging.delay(index)
+
+    @staticmethod
+    def _winner(first: list[Attempt], second: list[Attempt]) -> list[Attempt] | None:
+        """The attempts of the call that decided a hedge race, or None while it goes on: an
+        accepted answer wins, an error that ends the request ends it."""
+        for mine in (first, second):
+            if mine and (mine[-1].decision == "accept" or mine[-1].evidence.halt):
+                return mine
+        return None
+
+    @staticmethod
+    def _race_order(
+        first: list[Attempt], second: list[Attempt], winner: list[Attempt] | None
+    ) -> list[Attempt]:
+        """The race's attempts in log order: the deciding call's last (the policy reads the last
+        attempt), else the first rung's then the second's (on up the ladder from the second)."""
+        if winner is None:
+            return [*first, *second]
+        loser = second if winner is first else first
+        return [*loser, *winner]
+
+    @staticmethod
+    def _mark_hedge(second: list[Attempt], loser: list[Attempt], delay: float) -> None:
+        for attempt in second:
+            attempt.details["hedge"] = f"started after {delay:.3f} s"
+        for attempt in loser:
+            if attempt.decision == "abandoned":
+                attempt.reason = "abandoned: the hedge's other call answered first"
+
+    async def _amaybe_hedged(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
+        """Rung ``index``, hedged with the next rung when it is slow (``HedgeSettings``)."""
+        delay = self._hedge_delay(call, index)
+        if delay is None:
+            await self._aattempt(call, index, req, attempts)
+            return
+        hedging = self.hedging
+        assert hedging is not None
+        first: list[Attempt] = []
+        second: list[Attempt] = []
+        task_a: asyncio.Future[None] = asyncio.ensure_future(self._aattempt(call, index, req, first))
+        task_b: asyncio.Future[None] | None = None
+        winner: list[Attempt] | None = None
+        try:
+            started, _ = await asyncio.wait({task_a}, timeout=delay)
+            if started or not hedging.take():
+                await task_a
+                return
+            task_b = asyncio.ensure_future(self._aattempt(call, index + 1, req, second))
+            pending: set[asyncio.Future[None]] = {task_a, task_b}
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # control flow (an agent interrupt) passes through
+                winner = self._winner(first, second)
+        finally:
+            # Also when the request itself is cancelled: the calls still running are cancelled
+            # (each records its abandoned attempt) and every attempt is kept.
+            for running in (task_a, task_b):
+                if running is not None and not running.done():
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+            if task_b is not None:
+                self._mark_hedge(second, second if winner is first else first, delay)
+            attempts.extend(self._race_order(first, second, winner))
+
+    def _maybe_hedged(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
+        """The sync twin of ``_amaybe_hedged``: both calls run on threads of their own. A sync
+        call cannot be cancelled, so the losing call is left to finish on its thread (its
+        answer unread) and recorded as abandoned, its cost unknown."""
+        delay = self._hedge_delay(call, index)
+        if delay is None:
+            self._attempt(call, index, req, attempts)
+            return
+        hedging = self.hedging
+        assert hedging is not None
+        changed = threading.Condition()
+        races: list[_Racer] = [_Racer(self, call, index, req, changed)]
+        races[0].start()
+        with changed:
+            changed.wait_for(lambda: races[0].finished, timeout=delay)
+        if races[0].finished or not hedging.take():
+            races[0].join()
+            attempts.extend(races[0].result())
+            return
+        races.append(_Racer(self, call, index + 1, req, changed))
+        races[1].start()
+        winner: list[Attempt] | None = None
+        with changed:
+            while winner is None and not all(r.finished for r in races):
+                changed.wait(timeout=0.5)
+                winner = self._winner(races[0].snapshot(), races[1].snapshot())
+            if winner is None:
+                winner = self._winner(races[0].snapshot(), races[1].snapshot())
+        for racer in races:
+            racer.reraise()
+        # The loser still running is abandoned to its thread: its record is made here.
+        first, second = (r.snapshot() if r.finished else [r.abandoned()] for r in races)
+        if winner is not None:
+            winner = first if winner[-1].rung == index else second
+        self._mark_hedge(second, second if winner is first else first, delay)
+        attempts.extend(self._race_order(first, second, winner))
+
     # -- early abort ----------------------------------------------------------------------------
 
     def _aborts(self, rung: RungRuntime) -> bool:
@@ -533,7 +734,24 @@ class Engine:
             and rung.scorer is not None
             and rung.threshold is not None
             and not self._final(rung.index)
+            and rung.index not in self._unstreamable
         )
+
+    def _lacks_signal(self, rung: RungRuntime, partial: ModelOutput) -> bool:
+        """A rung whose scorer needs logprobs, streamed without them (many clients drop them on
+        streamed calls): early abort is turned off for it, once, with a warning, and this call is
+        made again whole; scoring its logprob-less stream would escalate every request."""
+        scorer = rung.scorer
+        if scorer is None or not scorer.needs_logprobs() or partial.logprobs is not None:
+            return False
+        self._unstreamable.add(rung.index)
+        log.warning(
+            "rung %r streams without token logprobs, which its %s scorer needs: early_abort is off "
+            "for it (its answers are requested whole)",
+            rung.name,
+            scorer.method,
+        )
+        return True
 
     def _hopeless(self, rung: RungRuntime, request: Request, partial: ModelOutput, n: int) -> _Aborted | None:
         """The early-abort rule: the scorer's own "hopeless" verdict, or, after ``min_tokens``
@@ -567,7 +785,9 @@ class Engine:
             return left, "answer"
         return stall, "next chunk"
 
-    def _stream_scored(self, rung: RungRuntime, backend: Backend, request: Request) -> ModelOutput | _Aborted:
+    def _stream_scored(
+        self, rung: RungRuntime, backend: Backend, request: Request
+    ) -> ModelOutput | _Aborted | _NoStreamSignal:
         """A scored rung streamed from the provider (never to the caller) and judged every
         ``check_every`` chunks; the whole output, or the abandoned prefix."""
         s = self.early_abort
@@ -585,17 +805,22 @@ class Engine:
             while chunk is not _END:
                 n += 1
                 if partial is not None and n % s.check_every == 0:
-                    aborted = self._hopeless(rung, request, partial(), n)
+                    so_far = partial()
+                    if self._lacks_signal(rung, so_far):
+                        return _NO_STREAM_SIGNAL
+                    aborted = self._hopeless(rung, request, so_far, n)
                     if aborted is not None:
                         return aborted
                 chunk = reader.next(*self._chunk_limit(rung, t0))
-            return handle.output()
+            output = handle.output()
+            # An answer shorter than one check: its missing logprobs are noticed here.
+            return _NO_STREAM_SIGNAL if self._lacks_signal(rung, output) else output
         finally:
             reader.close()
 
     async def _astream_scored(
         self, rung: RungRuntime, backend: Backend, request: Request
-    ) -> ModelOutput | _Aborted:
+    ) -> ModelOutput | _Aborted | _NoStreamSignal:
         s = self.early_abort
         assert s is not None
         t0 = time.perf_counter()
@@ -609,12 +834,16 @@ class Engine:
             while chunk is not _END:
                 n += 1
                 if partial is not None and n % s.check_every == 0:
-                    aborted = self._hopeless(rung, request, partial(), n)
+                    so_far = partial()
+                    if self._lacks_signal(rung, so_far):
+                        return _NO_STREAM_SIGNAL
+                    aborted = self._hopeless(rung, request, so_far, n)
                     if aborted is not None:
                         return aborted
                 limit, what = self._chunk_limit(rung, t0)
                 chunk = await _anext_within(chunks, limit, rung, what)
-            return handle.output()
+            output = handle.output()
+            return _NO_STREAM_SIGNAL if self._lacks_signal(rung, output) else output
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
@@ -707,6 +936,8 @@ class Engine:
                             if self._aborts(rung)
                             else self._invoke_rung(rung, backend, call.request)
                         )
+                        if isinstance(got, _NoStreamSignal):
+                            got = self._invoke_rung(rung, backend, call.request)
                 except Exception as exc:
                     model_span.finish(error=exc)
                     if isinstance(exc, self.propagate):
@@ -724,6 +955,8 @@ class Engine:
                 output = got
                 model_span.finish(output)
                 self._succeeded(rung)
+                if self.hedging is not None:
+                    self.hedging.observe(index, time.perf_counter() - t0)
                 try:
                     attempt = self._score_sync(call, rung, backend, output, t0, span=span)
                 except BaseException as exc:
@@ -786,7 +1019,7 @@ class Engine:
             with req.active():
                 while (index := self._next(call, attempts)) is not None:
                     self._pause(attempts)
-                    self._attempt(call, index, req, attempts)
+                    self._maybe_hedged(call, index, req, attempts)
             result = self._conclude(attempts)
         except BaseException as exc:
             self._done(state, None, exc)
@@ -821,6 +1054,8 @@ class Engine:
                             if self._aborts(rung)
                             else await self._ainvoke_rung(rung, backend, call.request)
                         )
+                        if isinstance(got, _NoStreamSignal):
+                            got = await self._ainvoke_rung(rung, backend, call.request)
                 except Exception as exc:
                     model_span.finish(error=exc)
                     if isinstance(exc, self.propagate):
@@ -838,6 +1073,8 @@ class Engine:
                 output = got
                 model_span.finish(output)
                 self._succeeded(rung)
+                if self.hedging is not None:
+                    self.hedging.observe(index, time.perf_counter() - t0)
                 try:
                     attempt = await self._score_async(call, rung, backend, output, t0, span=span)
                 except BaseException as exc:
@@ -901,7 +1138,7 @@ class Engine:
             with req.active():
                 while (index := self._next(call, attempts)) is not None:
                     await self._apause(attempts)
-                    await self._aattempt(call, index, req, attempts)
+                    await self._amaybe_hedged(call, index, req, attempts)
             result = self._conclude(attempts)
         except BaseException as exc:
             self._done(state, None, exc)
@@ -969,18 +1206,23 @@ class Engine:
         state = self._start(call)
         req, attempts = state.span, state.attempts
         live: set[int] = set()
+        cont: _Continuation | None = None
         try:
             while (index := self._next(call, attempts)) is not None:
                 if not self._streams_live(index):
                     self._pause(attempts)
                     with req.active():
-                        self._attempt(call, index, req, attempts)
+                        self._maybe_hedged(call, index, req, attempts)
                     continue
                 rung, backend = self._rung(call, index), call.backends[index]
                 self._pause(attempts)
                 if not self._gate(rung, backend, req, attempts):
                     continue
                 live.add(index)
+                request = cont.request if cont is not None else call.request
+                shown: list[str | None] = []
+                continuing = self._continues(index)
+                received = 0
                 span = req.rung(index, rung.name, rung.model or backend.model)
                 model_span = span.call(backend, call.request, role="rung", stream=True)
                 t1 = time.perf_counter()
@@ -989,15 +1231,26 @@ class Engine:
                 reader: LiveReader | None = None
                 try:
                     with model_span.active():
-                        handle, reader, chunk = self._open_live(rung, backend, call.request)
+                        handle, reader, chunk = self._open_live(rung, backend, request)
+                        if cont is not None:
+                            head, chunk = self._splice_start(cont, backend, reader, chunk, rung)
+                            if head:
+                                ttft, emitted = time.perf_counter() - t1, True
+                                shown.append(head)
+                                yield LiveText(head, index)
                     while chunk is not _END:
                         if not emitted:
                             ttft, emitted = time.perf_counter() - t1, True
+                        received += 1
+                        if continuing:
+                            shown.append(_text_of(backend, chunk))
                         yield LiveChunk(chunk, index)
                         with model_span.active():
                             chunk = reader.next(rung.stall_timeout, "next chunk")
                     with model_span.active():
                         output = handle.output()
+                    if cont is not None:
+                        output = cont.spliced(output, "".join(p for p in shown if p))
                 except Exception as exc:
                     model_span.finish(error=exc)
                     if isinstance(exc, self.propagate):
@@ -1005,11 +1258,22 @@ class Engine:
                             span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1
                         )
                         raise
-                    attempt = self._error_attempt(rung, backend, exc, t1, attempts)
+                    attempt = self._error_attempt(rung, backend, exc, t1, attempts, retry=not emitted)
+                    if received:
+                        # Its cost stays unknown (the provider bills the prompt and these, and
+                        # reports neither before the end), but the record says what arrived.
+                        attempt.details["chunks_received"] = received
                     span.finish(attempt)
                     attempts.append(attempt)
+                    if cont is not None and not emitted:
+                        # The continuation failed before adding anything (a provider that
+                        # rejects prefill, say): the caller gets the stream's own error.
+                        raise midstream_error(cont.rung_name, cont.error, attempts) from cont.error
                     if emitted:
-                        raise midstream_error(rung.name, exc, attempts) from exc
+                        cont = self._continuation(call, index, rung.name, exc, [*cont_prefix(cont), *shown])
+                        if cont is None:
+                            raise midstream_error(rung.name, exc, attempts) from exc
+                        attempt.details["emitted_chars"] = len(cont.emitted)
                     continue
                 except BaseException as exc:  # the consumer closed the stream, or a cancellation
                     model_span.finish(error=exc)
@@ -1065,18 +1329,23 @@ class Engine:
         state = self._start(call)
         req, attempts = state.span, state.attempts
         live: set[int] = set()
+        cont: _Continuation | None = None
         try:
             while (index := self._next(call, attempts)) is not None:
                 if not self._streams_live(index):
                     await self._apause(attempts)
                     with req.active():
-                        await self._aattempt(call, index, req, attempts)
+                        await self._amaybe_hedged(call, index, req, attempts)
                     continue
                 rung, backend = self._rung(call, index), call.backends[index]
                 await self._apause(attempts)
                 if not self._gate(rung, backend, req, attempts):
                     continue
                 live.add(index)
+                request = cont.request if cont is not None else call.request
+                shown: list[str | None] = []
+                continuing = self._continues(index)
+                received = 0
                 span = req.rung(index, rung.name, rung.model or backend.model)
                 model_span = span.call(backend, call.request, role="rung", stream=True)
                 t1 = time.perf_counter()
@@ -1084,15 +1353,26 @@ class Engine:
                 ttft: float | None = None
                 try:
                     with model_span.active():
-                        handle, chunks, chunk = await self._aopen_live(rung, backend, call.request)
+                        handle, chunks, chunk = await self._aopen_live(rung, backend, request)
+                        if cont is not None:
+                            head, chunk = await self._asplice_start(cont, backend, chunks, chunk, rung)
+                            if head:
+                                ttft, emitted = time.perf_counter() - t1, True
+                                shown.append(head)
+                                yield LiveText(head, index)
                     while chunk is not _END:
                         if not emitted:
                             ttft, emitted = time.perf_counter() - t1, True
+                        received += 1
+                        if continuing:
+                            shown.append(_text_of(backend, chunk))
                         yield LiveChunk(chunk, index)
                         with model_span.active():
                             chunk = await _anext_within(chunks, rung.stall_timeout, rung, "next chunk")
                     with model_span.active():
                         output = handle.output()
+                    if cont is not None:
+                        output = cont.spliced(output, "".join(p for p in shown if p))
                 except Exception as exc:
                     model_span.finish(error=exc)
                     if isinstance(exc, self.propagate):
@@ -1100,11 +1380,22 @@ class Engine:
                             span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1
                         )
                         raise
-                    attempt = self._error_attempt(rung, backend, exc, t1, attempts)
+                    attempt = self._error_attempt(rung, backend, exc, t1, attempts, retry=not emitted)
+                    if received:
+                        # Its cost stays unknown (the provider bills the prompt and these, and
+                        # reports neither before the end), but the record says what arrived.
+                        attempt.details["chunks_received"] = received
                     span.finish(attempt)
                     attempts.append(attempt)
+                    if cont is not None and not emitted:
+                        # The continuation failed before adding anything (a provider that
+                        # rejects prefill, say): the caller gets the stream's own error.
+                        raise midstream_error(cont.rung_name, cont.error, attempts) from cont.error
                     if emitted:
-                        raise midstream_error(rung.name, exc, attempts) from exc
+                        cont = self._continuation(call, index, rung.name, exc, [*cont_prefix(cont), *shown])
+                        if cont is None:
+                            raise midstream_error(rung.name, exc, attempts) from exc
+                        attempt.details["emitted_chars"] = len(cont.emitted)
                     continue
                 except BaseException as exc:
                     model_span.finish(error=exc)
@@ -1141,6 +1432,125 @@ class Engine:
 
 
 _END: Any = object()
+
+
+class _NoStreamSignal:
+    """``_stream_scored``'s answer for a stream without the logprobs its scorer needs."""
+
+
+_NO_STREAM_SIGNAL = _NoStreamSignal()
+
+CONTINUE_INSTRUCTION = (
+    "Your previous answer was cut off. Continue it exactly from where it stopped: do not repeat "
+    "any of it, do not comment, just write the rest."
+)
+"""What a rung that does not take prefill is asked after the emitted text (as a user turn)."""
+SPLICE_SLACK = 32
+"""Characters of a continuation read beyond the emitted text's length before cutting off what it
+repeats: enough to tell a continuation that restarted the answer from one that went on."""
+MIN_OVERLAP = 4
+"""Shorter repeats of the emitted text's end are taken as chance, not repetition."""
+
+
+def splice(emitted: str, continuation: str) -> str:
+    """The part of ``continuation`` that is new after ``emitted``: a continuation that restarted
+    the whole answer, or repeats the end of what was emitted, is cut after the repetition."""
+    if continuation.startswith(emitted):
+        return continuation[len(emitted) :]
+    stripped = emitted.rstrip()
+    if stripped and continuation.lstrip().startswith(stripped):
+        return continuation.lstrip()[len(stripped) :]
+    for k in range(min(len(emitted), len(continuation)), MIN_OVERLAP - 1, -1):
+        if emitted.endswith(continuation[:k]):
+            return continuation[k:]
+    return continuation
+
+
+@dataclass(frozen=True, slots=True)
+class _Continuation:
+    """A live stream that broke after output reached the caller, to be continued elsewhere."""
+
+    request: Request
+    """The request with the emitted text as the assistant's turn (and the instruction)."""
+    emitted: str
+    rung_name: str
+    error: Exception
+    prefill: bool
+
+    def spliced(self, output: ModelOutput, added: str) -> ModelOutput:
+        """The continuation's output as the whole answer the caller saw."""
+        return replace(output, text=self.emitted + added)
+
+
+def cont_prefix(cont: _Continuation | None) -> list[str | None]:
+    """What a continuation had already shown before it broke in turn."""
+    return [cont.emitted] if cont is not None else []
+
+
+def _text_of(backend: Backend, native: Any) -> str | None:
+    """A live chunk's text: the backend's ``chunk_text`` where it has one; str chunks as they
+    are; None when it cannot be told."""
+    reader = getattr(backend, "chunk_text", None)
+    if reader is not None:
+        text = reader(native)
+        return text if isinstance(text, str) else None
+    return native if isinstance(native, str) else None
+
+
+class _Racer:
+    """One rung attempt of a sync hedge race, on a thread of its own."""
+
+    def __init__(
+        self, engine: Engine, call: Call, index: int, req: RequestSpan, changed: threading.Condition
+    ) -> None:
+        self._engine = engine
+        self._call = call
+        self._index = index
+        self._req = req
+        self._changed = changed
+        self._attempts: list[Attempt] = []
+        self._error: BaseException | None = None
+        self._t0 = time.perf_counter()
+        self.finished = False
+        ctx = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=ctx.run, args=(self._run,), name=f"cascade-hedge {index}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            self._engine._attempt(self._call, self._index, self._req, self._attempts)
+        except BaseException as exc:  # handed to the request's thread
+            self._error = exc
+        finally:
+            with self._changed:
+                self.finished = True
+                self._changed.notify_all()
+
+    def snapshot(self) -> list[Attempt]:
+        return list(self._attempts) if self.finished else []
+
+    def result(self) -> list[Attempt]:
+        return list(self._attempts)
+
+    def reraise(self) -> None:
+        if self.finished and self._error is not None:
+            raise self._error
+
+    def abandoned(self) -> Attempt:
+        rung = self._engine._rung(self._call, self._index)
+        backend = self._call.backends[self._index]
+        return self._engine._abandoned_attempt(rung, backend, _HedgeLost(), self._t0)
+
+
+class _HedgeLost(Exception):
+    """Stands for the losing call of a hedge race."""
 
 
 @dataclass(frozen=True, slots=True)

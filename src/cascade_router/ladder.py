@@ -14,7 +14,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import ValidationError
 
@@ -23,6 +23,7 @@ from cascade_router.circuit import CircuitBreakers, CircuitBreakerSettings, brea
 from cascade_router.config import (
     Calibration,
     EarlyAbortSettings,
+    HedgeSettings,
     LadderSettings,
     Rung,
     ShadowSettings,
@@ -68,6 +69,8 @@ class RungRuntime:
     stall_timeout: float | None = None
     """Bounds the gap between a started stream's chunks; None: no limit."""
     on_policy_error: policy.OnPolicyError = "raise"
+    prefill: bool = False
+    """Whether the provider continues a final assistant message (``Rung.prefill``)."""
 
     @property
     def has_scorer(self) -> bool:
@@ -121,6 +124,9 @@ def runtimes_for(
                 else first_token_timeout,
                 stall_timeout=rung.stall_timeout if "stall_timeout" in explicit else stall_timeout,
                 on_policy_error=on_policy_error,
+                prefill=rung.prefill
+                if rung.prefill is not None
+                else (rung.provider or identities[i][0] or "").lower() == "anthropic",
             )
         )
     return out
@@ -281,6 +287,8 @@ def build_ladder(
     on_policy_error: policy.OnPolicyError = "raise",
     circuit_breaker: CircuitBreakerSettings | Mapping[str, Any] | None = None,
     early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
+    hedge: HedgeSettings | Mapping[str, Any] | None = None,
+    on_midstream_failure: Literal["raise", "continue"] = "raise",
 ) -> Ladder[M]:
     """Assemble a ladder from its rungs and the ladder settings (``LadderSettings``' fields).
 
@@ -306,6 +314,8 @@ def build_ladder(
             on_policy_error=on_policy_error,
             circuit_breaker=circuit_breaker,
             early_abort=early_abort,
+            hedge=hedge,
+            on_midstream_failure=on_midstream_failure,
         )
     except ValidationError as exc:
         raise ConfigError(*validation_problem(exc)) from None
@@ -363,6 +373,8 @@ def build_ladder(
         retry_max_wait=settings.retry_max_wait,
         breakers=breakers,
         early_abort=settings.early_abort,
+        hedge=settings.hedge,
+        on_midstream_failure=settings.on_midstream_failure,
     )
     resolved = [
         r if r.model is m else r.model_copy(update={"model": m}) for r, m in zip(parsed, models, strict=True)

@@ -8,8 +8,10 @@ budgets and latency statistics). ``open_store("redis://...")`` picks one from a 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,6 +48,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, tuple[str, float | None]] = {}
+        _memory_stores.add(self)
 
     def _live(self, key: str, now: float) -> str | None:
         item = self._values.get(key)
@@ -154,16 +157,36 @@ class RedisStore:
         self.__init__(state["url"], prefix=state["prefix"])  # type: ignore[misc]
 
 
-_STORES: dict[str, StateStore] = {}
-_STORES_LOCK = threading.Lock()
+class _Registry:
+    """The stores of this process, one per URL."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stores: dict[str, StateStore] = {}
+
+
+_registry = _Registry()
+_memory_stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork would stay held forever in the child: every store
+    # gets a new one (the values are the parent's, as a per-process store's should be).
+    _registry.lock = threading.Lock()
+    for store in list(_memory_stores):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def open_store(url: str | None, *, field: str = "store") -> StateStore:
     """The store for ``url``: ``redis://`` / ``rediss://`` / ``unix://`` for Redis, None or
     ``memory`` for this process. One store per URL per process, shared by every ladder."""
     key = url or "memory"
-    with _STORES_LOCK:
-        store = _STORES.get(key)
+    with _registry.lock:
+        store = _registry.stores.get(key)
         if store is not None:
             return store
         if key == "memory":
@@ -172,5 +195,5 @@ def open_store(url: str | None, *, field: str = "store") -> StateStore:
             store = RedisStore(key)
         else:
             raise ConfigError(field, f"unknown state store {safe_url(key)!r}; use redis://... or memory")
-        _STORES[key] = store
+        _registry.stores[key] = store
         return store

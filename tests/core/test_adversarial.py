@@ -35,7 +35,7 @@ from cascade_router import (
     load_config,
 )
 from cascade_router.engine import Finished
-from cascade_router.errors import RungFailure
+from cascade_router.errors import CircuitOpenError, RungFailure
 from cascade_router.testing import Reply, ScriptedBackend
 
 # -- retries and timeouts mean the same in every mode ----------------------------------------
@@ -391,6 +391,8 @@ def test_every_exception_survives_a_process_pool() -> None:
         exhausted.invoke("q")
     errors: list[BaseException] = [
         RungTimeoutError("cheap", 1.5),
+        RungTimeoutError("cheap", 0.5, what="next chunk"),
+        CircuitOpenError("cheap", "openai|gpt-x|-"),
         ConfigError("rungs[0].threshold", "required"),
         ScorerError("bad"),
         CascadeStreamError("cut", attempts=info.value.attempts),

@@ -138,6 +138,11 @@ class LangChainBackend(BackendBase):
             return native
         return to_lc_messages(request.messages)
 
+    @staticmethod
+    def chunk_text(native: Any) -> str | None:
+        """A streamed chunk's text (for continuing a broken stream elsewhere)."""
+        return native.text if isinstance(native, AIMessageChunk) else None
+
     def read(self, result: Any) -> ModelOutput:
         message = result["raw"] if self.takes_raw and isinstance(result, dict) else result
         if self.parser is None:

@@ -41,7 +41,7 @@ from pydantic import PrivateAttr, ValidationInfo, field_validator
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, Rung, as_rungs, check_ladder, load_config
-from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent, WholeAnswer
+from cascade_router.engine import Call, Engine, Finished, LiveChunk, LiveText, StreamEvent, WholeAnswer
 from cascade_router.ladder import Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request, Usage
 from langchain_cascade_router._backend import LANGCHAIN_BINDING, LangChainBackend
@@ -718,6 +718,8 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         if isinstance(event, WholeAnswer):
             assert isinstance(event.output.raw, AIMessage)
             return ChatGenerationChunk(message=message_to_chunk(event.output.raw))
+        if isinstance(event, LiveText):  # the start of a continuation after a broken stream
+            return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
         result = event.result
         model = result.answered_by.model
         content = _annotate("", model) if self.annotate and self._ladder.parser is None else ""

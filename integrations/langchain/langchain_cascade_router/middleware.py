@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.language_models import BaseChatModel
@@ -15,7 +15,7 @@ from langgraph.errors import GraphBubbleUp
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend, BackendBase
 from cascade_router.circuit import CircuitBreakerSettings
-from cascade_router.config import EarlyAbortSettings, Rung, ShadowSettings
+from cascade_router.config import EarlyAbortSettings, HedgeSettings, Rung, ShadowSettings
 from cascade_router.engine import Call, Engine
 from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import ModelOutput, Request
@@ -132,6 +132,8 @@ class CascadeMiddleware(AgentMiddleware):
         on_policy_error: OnPolicyError = "raise",
         circuit_breaker: CircuitBreakerSettings | Mapping[str, Any] | None = None,
         early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
+        hedge: HedgeSettings | Mapping[str, Any] | None = None,
+        on_midstream_failure: Literal["raise", "continue"] = "raise",
     ) -> None:
         """The options are ``LadderSettings``' and mean what they mean on ``CascadeChatModel``."""
         super().__init__()
@@ -154,6 +156,8 @@ class CascadeMiddleware(AgentMiddleware):
             on_policy_error=on_policy_error,
             circuit_breaker=circuit_breaker,
             early_abort=early_abort,
+            hedge=hedge,
+            on_midstream_failure=on_midstream_failure,
         )
         # What the agent's handler calls for each rung: the rung's model, unstreamed. The
         # agent's stream would otherwise show every rung's answer token by token before it is

@@ -358,4 +358,9 @@ def _error(message: str, kind: str, code: str | None) -> dict[str, Any]:
 
 
 def _logprob(token: str) -> dict[str, Any]:
-    return {"token": token, "logprob": -0.05, "bytes": list(token.encode()), "top_logprobs": []}
+    # Each token at probability 0.95, with a runner-up, as a server asked for top_logprobs sends.
+    top = [
+        {"token": token, "logprob": -0.05, "bytes": list(token.encode())},
+        {"token": " maybe", "logprob": -3.0, "bytes": list(b" maybe")},
+    ]
+    return {"token": token, "logprob": -0.05, "bytes": list(token.encode()), "top_logprobs": top}

@@ -218,6 +218,12 @@ class LlamaIndexBackend(BackendBase):
                 break
         return messages
 
+    @staticmethod
+    def chunk_text(native: Any) -> str | None:
+        """A streamed response's new text (for continuing a broken stream elsewhere)."""
+        delta = getattr(native, "delta", None)
+        return delta if isinstance(delta, str) else ("" if delta is None else None)
+
     def invoke(self, request: Request) -> ModelOutput:
         messages = self.messages(request)
         if self.tools:

@@ -39,7 +39,7 @@ from pydantic import BaseModel, PrivateAttr, ValidationInfo, field_validator, mo
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, Rung, as_rungs, check_ladder, load_config
-from cascade_router.engine import Call, Engine, Finished, LiveChunk, StreamEvent, WholeAnswer
+from cascade_router.engine import Call, Engine, Finished, LiveChunk, LiveText, StreamEvent, WholeAnswer
 from cascade_router.errors import ConfigError
 from cascade_router.ladder import Binding, Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request
@@ -323,6 +323,10 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
             delta = native.delta or ""
             message = native.message.model_copy(update={"content": so_far + delta})
             return ChatResponse(message=message, delta=delta, raw=native.raw, logprobs=native.logprobs)
+        if isinstance(event, LiveText):  # the start of a continuation after a broken stream
+            return ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=so_far + event.text), delta=event.text
+            )
         if isinstance(event, WholeAnswer):
             raw: ChatResponse = event.output.raw
             text = event.output.text
