@@ -145,8 +145,8 @@ def retry_delay(
 
     Only a retryable error (``cascade_router.failures``) is retried, at most ``max_retries``
     times per rung and request. The wait is exponential in ``tries`` (the failed tries so far),
-    ``base * 2**(tries-1)`` capped at ``cap``; the driver draws the actual wait uniformly below
-    it (full jitter, so that many clients do not retry in step) and never waits less than the
+    ``base * 2**(tries-1)`` capped at ``cap``; the driver draws the actual wait between half of it
+    and it (equal jitter, so that many clients do not retry in step) and never waits less than the
     provider's ``Retry-After``. A provider asking for more than ``max_wait`` seconds gets the
     next rung instead: waiting that long is worse than a fallback.
     """
