@@ -41,7 +41,7 @@ from typing import Any
 
 import bpe_openai
 
-from cascade_router import Cascade
+from cascade_router import Cascade, policy
 from cascade_router.backend import BackendBase
 from cascade_router.evaluation.datasets import Dataset
 from cascade_router.evaluation.demo import PRICES, STRONG, WEAK, gsm8k_ladder, prepare
@@ -164,8 +164,46 @@ def run_mode(prepared: Any, early_abort: dict[str, Any] | None, rates: argparse.
             "cheap_cost_usd": result.attempts[0].cost_usd or 0.0,
             "strong_input": item.answers[STRONG].input_tokens or 0,
             "strong_output": item.answers[STRONG].output_tokens or 0,
+            "read": int(read) if read is not None else None,
         }
     return items
+
+
+def low_prefix_points(
+    prepared: Any, early_abort: dict[str, Any], prefix_margin: float
+) -> dict[str, int | None]:
+    """Per item, the chunk at which the engine's rule (``policy.prefix_action``, as
+    ``_stream_scored`` applies it every ``check_every`` chunks) first calls for a hedge, before
+    any abort; None when it never does. The replay reads the same cl100k pieces and the same
+    scorer's ``score_prefix`` as the engine run."""
+    ds = prepared.dataset
+    half = ds.subset(prepared.run_ids)
+    scorer = LearnedScorer(model=prepared.model)
+    replay = TokenReplay(half, WEAK)
+    points: dict[str, int | None] = {}
+    for item_id in prepared.run_ids:
+        request = ds.get(item_id).to_request()
+        stream = replay.stream(request)
+        points[item_id] = None
+        for n, _ in enumerate(stream, start=1):
+            if n % early_abort["check_every"]:
+                continue
+            check = scorer.score_prefix(request, stream.partial(), prepared.threshold)
+            if check is None:
+                continue
+            action = policy.prefix_action(
+                score=check.score,
+                hopeless=check.hopeless,
+                threshold=prepared.threshold,
+                chunks=n,
+                min_tokens=early_abort["min_tokens"],
+                margin=early_abort["margin"],
+                hedge_margin=prefix_margin,
+            )
+            if action is not None:
+                points[item_id] = n if action[0] == "hedge" else None
+                break
+    return points
 
 
 def hedge(
@@ -175,11 +213,6 @@ def hedge(
     has not ended after ``delay_s``, and the budget (``max_share`` of the requests so far)
     allows, GPT-4 starts then; the first acceptable answer wins and the other call is cancelled
     (billed for its prompt and the tokens it generated until then)."""
-    price = PRICES[STRONG]
-
-    def strong_cost(output_tokens: float, prompt: int) -> float:
-        return (prompt * price["input_per_mtok"] + output_tokens * price["output_per_mtok"]) / 1e6
-
     out: dict[str, dict[str, Any]] = {}
     requests = hedges = 0
     for item_id, r in items.items():
@@ -189,21 +222,76 @@ def hedge(
         if r["cheap_s"] <= delay_s or hedges + 1 > max(1.0, max_share * requests):
             continue
         hedges += 1
-        row["hedged"] = True
-        strong_end = delay_s + r["strong_alone_s"]
-        cheap_accepted = not r["escalated"]
-        if cheap_accepted and r["cheap_s"] <= strong_end:
-            # The cheap answer wins; GPT-4 is cancelled when it arrives.
-            generated = max(0.0, r["cheap_s"] - delay_s - rates.strong_ttft) * rates.strong_rate
-            row["cost_usd"] = r["cost_usd"] + strong_cost(
-                min(generated, r["strong_output"]), r["strong_input"]
-            )
+        _race(row, r, delay_s, rates)
+    return out
+
+
+def _race(row: dict[str, Any], r: dict[str, Any], started: float, rates: argparse.Namespace) -> None:
+    """``row`` (a copy of ``r``) when GPT-4 starts at ``started`` beside the cheap rung: an
+    accepted cheap answer that ends first wins and GPT-4 is cancelled (billed for its prompt and
+    the tokens generated until then); otherwise GPT-4 answers at its own pace from ``started``."""
+    row["hedged"] = True
+    strong_end = started + r["strong_alone_s"]
+    if not r["escalated"] and r["cheap_s"] <= strong_end:
+        generated = max(0.0, r["cheap_s"] - started - rates.strong_ttft) * rates.strong_rate
+        row["cost_usd"] = r["cost_usd"] + _strong_cost(min(generated, r["strong_output"]), r["strong_input"])
+        return
+    row["escalated"] = True
+    row["latency_s"] = strong_end
+    row["quality"] = r["strong_quality"]
+    row["cost_usd"] = r["cheap_cost_usd"] + _strong_cost(r["strong_output"], r["strong_input"])
+
+
+def prefix_auroc(prepared: Any, tokens: tuple[int, ...] = (16, 32, 64, 128)) -> dict[str, float]:
+    """How well the prefix model, after n tokens, tells the answers the whole-answer scorer
+    rejects from those it accepts (AUROC over the held-out answers longer than n tokens): the
+    ceiling on what any prefix rule built on it can do."""
+    from sklearn.metrics import roc_auc_score
+
+    ds = prepared.dataset
+    model = prepared.model
+    assert model.prefix is not None
+    rows = []
+    for item_id in prepared.run_ids:
+        request = ds.get(item_id).to_request()
+        question = "\n".join(m.content for m in request.messages if m.role != "system")
+        answer = ds.get(item_id).answers[WEAK].text
+        rows.append((question, ENCODING.encode(answer), model.predict(question, answer) < prepared.threshold))
+    out = {}
+    for n in tokens:
+        cut = [(q, ids, rejected) for q, ids, rejected in rows if len(ids) > n]
+        scores = [-model.prefix.predict(q, ENCODING.decode(ids[:n])) for q, ids, _ in cut]
+        out[f"after_{n}_tokens"] = round(float(roc_auc_score([r for *_, r in cut], scores)), 3)
+    return out
+
+
+def _strong_cost(output_tokens: float, prompt: int) -> float:
+    price = PRICES[STRONG]
+    return (prompt * price["input_per_mtok"] + output_tokens * price["output_per_mtok"]) / 1e6
+
+
+def hedge_on_prefix(
+    items: dict[str, dict[str, Any]],
+    points: dict[str, int | None],
+    max_share: float,
+    rates: argparse.Namespace,
+) -> dict[str, dict[str, Any]]:
+    """The ``low_prefix`` hedge on the simulated clock, over an ``early_abort`` run: GPT-4 starts
+    when the cheap rung's prefix first falls in the hedge band (``points``), within the budget,
+    while the cheap rung goes on. An abort or rejection then waits only for the GPT-4 call
+    already under way; an accepted cheap answer that ends first wins, and GPT-4 is cancelled
+    (billed for its prompt and the tokens generated until then)."""
+    out: dict[str, dict[str, Any]] = {}
+    requests = hedges = 0
+    for item_id, r in items.items():
+        requests += 1
+        row = dict(r, hedged=False)
+        out[item_id] = row
+        point = points[item_id]
+        if point is None or hedges + 1 > max(1.0, max_share * requests):
             continue
-        # GPT-4 answers (the cheap one was rejected, or is slower): at its own pace from delay_s.
-        row["escalated"] = True
-        row["latency_s"] = strong_end
-        row["quality"] = r["strong_quality"]
-        row["cost_usd"] = r["cheap_cost_usd"] + strong_cost(r["strong_output"], r["strong_input"])
+        hedges += 1
+        _race(row, r, rates.cheap_ttft + point / rates.cheap_rate, rates)
     return out
 
 
@@ -242,6 +330,13 @@ def main() -> None:
     parser.add_argument("--hedge-delay", type=float, default=None, help="default: the cheap rung's p90")
     parser.add_argument("--hedge-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--prefix-hedges",
+        default="0.3:0.1,0.3:0.15,0.3:0.2,0.4:0.25,0.4:0.3,0.6:0.0,0.6:-0.05",
+        help="low_prefix hedge settings to measure, as early_abort margin:hedge prefix_margin",
+    )
+    parser.add_argument("--prefix-hedge", default="0.3:0.2", help="the one reported as the hedged mode")
+    parser.add_argument("--prefix-hedge-share", type=float, default=1.0, help="the budget (max_share)")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -259,9 +354,40 @@ def main() -> None:
     # The hedge delay: the cheap rung's p90 latency, as the engine observes it (delay_s unset).
     delay = args.hedge_delay or _percentile([r["cheap_s"] for r in buffered.values()], 0.9)
     hedged = hedge(buffered, delay, args.hedge_share, args)
-    modes["hedged"] = {"delay_s": round(delay, 3), "max_share": args.hedge_share, **summary(hedged, buffered)}
+    modes["hedged_slow"] = {
+        "when": "slow",
+        "delay_s": round(delay, 3),
+        "max_share": args.hedge_share,
+        **summary(hedged, buffered),
+    }
     both = hedge(run_mode(prepared, default["settings"], args), delay, args.hedge_share, args)
-    modes["early_abort+hedged"] = {"delay_s": round(delay, 3), **summary(both, buffered)}
+    modes["early_abort+hedged_slow"] = {"delay_s": round(delay, 3), **summary(both, buffered)}
+    # Selective hedging (``when: low_prefix``): GPT-4 starts only when the cheap answer's prefix
+    # score falls in the band between the abort rule and the hedge rule.
+    prefix_variants = []
+    runs: dict[float, dict[str, dict[str, Any]]] = {}
+    for pair in dict.fromkeys([*args.prefix_hedges.split(","), args.prefix_hedge]):
+        margin, prefix_margin = (float(x) for x in pair.split(":"))
+        settings = {"check_every": args.check_every, "min_tokens": args.min_tokens, "margin": margin}
+        if margin not in runs:
+            runs[margin] = run_mode(prepared, settings, args)
+        points = low_prefix_points(prepared, settings, prefix_margin)
+        row = summary(hedge_on_prefix(runs[margin], points, args.prefix_hedge_share, args), buffered)
+        prefix_variants.append(
+            {
+                "early_abort": settings,
+                "hedge": {
+                    "when": "low_prefix",
+                    "prefix_margin": prefix_margin,
+                    "max_share": args.prefix_hedge_share,
+                },
+                **row,
+                "cost_vs_buffered": round(row["cost_usd"] / modes["buffered"]["cost_usd"] - 1, 4),
+                "pair": pair,
+            }
+        )
+    chosen = next(v for v in prefix_variants if v["pair"] == args.prefix_hedge)
+    modes["hedged"] = chosen
     # The floor: a perfect prefix check that abandons every answer buffered mode rejects at the
     # first check, and nothing else. No rule can do better without hedging every request.
     floor = {
@@ -273,7 +399,8 @@ def main() -> None:
         for i, r in buffered.items()
     }
     buffered_cost = modes["buffered"]["cost_usd"]
-    modes["hedged"]["extra_cost_vs_buffered"] = round(modes["hedged"]["cost_usd"] / buffered_cost - 1, 4)
+    for name in ("early_abort", "hedged_slow", "early_abort+hedged_slow"):
+        modes[name]["cost_vs_buffered"] = round(modes[name]["cost_usd"] / buffered_cost - 1, 4)
     out = {
         "dataset": f"builtin:routellm-gsm8k (held-out half, seed {args.seed})",
         "threshold": prepared.threshold,
@@ -285,23 +412,29 @@ def main() -> None:
         "prices_per_mtok": PRICES,
         "modes": modes,
         "early_abort_variants": variants,
+        "low_prefix_hedge_variants": prefix_variants,
+        "prefix_model_auroc": prefix_auroc(prepared),
         "floor": {
             "what": "every answer buffered rejects abandoned at the first check, nothing else",
             **summary(floor, buffered),
         },
         "notes": "margin 1.0: only the scorers' own rules (a wrong stated calculation) abandon an "
-        "answer. hedged: time-based (no prefix condition), the engine's rule on the simulated clock.",
+        "answer. hedged: when: low_prefix over early_abort (GPT-4 started when the prefix score "
+        "falls under threshold - prefix_margin, the cheap rung abandoned under threshold - margin); "
+        "hedged_slow: time-based (no prefix condition). Both replay the engine's rules on the "
+        "simulated clock. cost_vs_buffered: the extra cost over the buffered cascade.",
         "seconds": round(time.perf_counter() - started, 1),
     }
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     for name, row in [
         ("buffered", modes["buffered"]),
         *((f"early_abort {v['settings']}", v) for v in variants),
-        ("hedged", modes["hedged"]),
-        ("early_abort+hedged", modes["early_abort+hedged"]),
+        ("hedged_slow", modes["hedged_slow"]),
+        ("early_abort+hedged_slow", modes["early_abort+hedged_slow"]),
+        *((f"low_prefix {v['pair']}", v) for v in prefix_variants),
         ("floor", out["floor"]),
     ]:
-        print(name, {k: v for k, v in row.items() if k != "settings"})
+        print(name, {k: v for k, v in row.items() if k not in ("settings", "early_abort", "hedge", "pair")})
 
 
 if __name__ == "__main__":

@@ -242,3 +242,33 @@ def test_a_forked_worker_keeps_working_with_the_breakers(server: FaultServer) ->
         time.sleep(0.05)
     os.kill(pid, 9)
     pytest.fail("the forked child hung on a lock held at the fork")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "openai:gpt-4o-mini",
+        {
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "base_url": "http://user:pw@127.0.0.1:9/v1",
+            "api_key": "sk-k",
+        },
+        {"provider": "anthropic", "model": "claude-3-5-haiku-latest", "api_key": "sk-ant-k"},
+    ],
+)
+def test_health_reads_the_breaker_keys_a_running_ladder_writes(
+    model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cascade-router health`` derives the keys from the config without building clients; they
+    must be the ones the built ladder uses, or it would show breakers nobody trips."""
+    from cascade_router.cli.health import _keys
+    from cascade_router.config import load_config
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    source = {"rungs": [{"model": model, "name": "only"}], "circuit_breaker": {}}
+    with Cascade.from_config(source, tracing=False) as cascade:
+        breakers = cascade.ladder.engine.breakers
+        assert breakers is not None
+        assert _keys(load_config(source)) == list(breakers.keys)
+    assert "pw" not in breakers.keys[0]

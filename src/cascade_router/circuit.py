@@ -183,9 +183,17 @@ class CircuitBreakers:
         return BreakerState(self.keys[rung], state, int(consecutive or 0), calls, fails, reopens)
 
 
+DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+"""Where a provider's client goes without a ``base_url``: a rung configured without one and a
+client object that reports its default must share a breaker."""
+
+
 def breaker_key(provider: str | None, model: str | None, endpoint: str | None, fallback: str) -> str:
-    """``provider|model|endpoint``: what identifies the thing that fails."""
-    return f"{provider or '-'}|{model or fallback}|{endpoint or '-'}"
+    """``provider|model|endpoint``: what identifies the thing that fails. The endpoint is
+    normalised (no trailing slash, the provider's default when none is given), so that every
+    way of naming the same endpoint (a config's ``base_url``, a client's) gives one key."""
+    where = (endpoint or "").rstrip("/") or DEFAULT_ENDPOINTS.get(provider or "", "-")
+    return f"{provider or '-'}|{model or fallback}|{where}"
 
 
 _ENDPOINT_ATTRS = ("base_url", "openai_api_base", "api_base", "anthropic_api_url", "endpoint")

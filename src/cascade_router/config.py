@@ -104,14 +104,16 @@ class EarlyAbortSettings(BaseModel):
 
 class HedgeSettings(BaseModel):
     """The ``hedged`` mode (``docs/streaming.md``): when a scored rung has not given an
-    acceptable answer within a delay, the next rung is started in parallel; the first acceptable
-    answer wins and the other call is cancelled. Both calls are recorded and paid."""
+    acceptable answer within a delay (a rung streaming live: its first token), the next rung is
+    started in parallel; the first acceptable answer (first token) wins and the other call is
+    cancelled. Both calls are recorded and paid."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     delay_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
     """Seconds to wait before hedging. None: the rung's ``quantile`` latency over its recent
-    answers in this process (no hedge until it has ``min_samples`` of them)."""
+    answers in this process (no hedge until it has ``min_samples`` of them): the time to its
+    whole answer for a scored rung, to its first token for a rung streaming live."""
     quantile: float = Field(default=0.9, gt=0, lt=1)
     """Which latency quantile of the rung is the delay when ``delay_s`` is not set."""
     min_samples: int = Field(default=20, ge=1, le=100_000)
@@ -121,6 +123,26 @@ class HedgeSettings(BaseModel):
     max_share: float = Field(default=0.1, gt=0, le=1)
     """The budget for extra calls: at most this share of the ladder's requests start a hedge
     (counted in this process); past it requests wait for the slow rung as in buffered mode."""
+    when: Literal["slow", "low_prefix", "either"] = "slow"
+    """What starts a hedge: ``slow`` (the rung has no acceptable answer after the delay),
+    ``low_prefix`` (its answer's prefix score falls below ``threshold - prefix_margin`` while it
+    streams: needs ``early_abort``, which scores the prefixes) or ``either``. ``low_prefix``
+    spends the budget on the requests likely to escalate, not on every slow one."""
+    prefix_margin: float = Field(default=0.05, ge=-1, le=1, allow_inf_nan=False)
+    """With ``low_prefix``/``either``: hedge once a prefix score (after ``early_abort``'s
+    ``min_tokens``) is below ``threshold - prefix_margin``. Keep it under ``early_abort``'s
+    ``margin``: the band between the two is where a rung is hedged rather than abandoned. A
+    negative margin also hedges prefixes a little above the threshold (more hedges, more cost)."""
+
+    @property
+    def on_prefix(self) -> bool:
+        """Whether a low prefix score starts a hedge."""
+        return self.when != "slow"
+
+    @property
+    def on_delay(self) -> bool:
+        """Whether a slow rung starts a hedge."""
+        return self.when != "low_prefix"
 
 
 class Rung(BaseModel):
@@ -329,6 +351,24 @@ class LadderSettings(BaseModel):
         if isinstance(value, bool):
             raise ValueError(f"expected a number, got the boolean {value}")
         return value
+
+    @model_validator(mode="after")
+    def _hedge_needs_prefixes(self) -> Any:
+        hedge = self.hedge
+        if hedge is None or not hedge.on_prefix:
+            return self
+        if self.early_abort is None:
+            raise ConfigError(
+                "hedge.when",
+                f"{hedge.when!r} needs early_abort (it scores the prefixes): set early_abort: {{}}",
+            )
+        if hedge.prefix_margin >= self.early_abort.margin:
+            raise ConfigError(
+                "hedge.prefix_margin",
+                f"{hedge.prefix_margin:g} is not under early_abort.margin {self.early_abort.margin:g}: "
+                "a low prefix would abandon the rung before it could be hedged",
+            )
+        return self
 
     @field_serializer("decision_log")
     def _log_shown(self, value: str | Path | DecisionLog | None) -> str | None:

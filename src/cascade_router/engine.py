@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import os
 import random
 import threading
@@ -32,7 +33,7 @@ from cascade_router.observability.decision_log import DecisionLog, Deferred
 from cascade_router.observability.drift import DriftWatch
 from cascade_router.observability.shadow import ShadowSampler
 from cascade_router.observability.signal_watch import SignalWatch
-from cascade_router.observability.telemetry import RequestSpan, RungSpan, Telemetry
+from cascade_router.observability.telemetry import CallSpan, RequestSpan, RungSpan, Telemetry
 from cascade_router.policy import Evidence
 from cascade_router.pricing import Price, cost_usd
 from cascade_router.records import (
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("cascade_router.engine")
+
+OnLowPrefix = Callable[[str], None]
+"""Told, with the reason, when a streamed scored rung's prefix is low enough to hedge."""
 
 Resolver = Callable[[Any, int], Backend]
 """``resolve(model, rung)``: a judge's model reference as a backend bound to the current call;
@@ -612,15 +616,21 @@ class Engine:
 
     # -- hedging --------------------------------------------------------------------------------
 
-    def _hedge_delay(self, call: Call, index: int) -> float | None:
-        """The delay after which rung ``index`` is hedged with the next one; None: no hedge
-        (off, the final rung, no observed latency yet, or the next rung's breaker is open)."""
+    def _hedge_plan(self, call: Call, index: int) -> tuple[float | None, bool] | None:
+        """How rung ``index`` may be hedged with the next one: after a delay (None: not on
+        time), and/or on a low prefix score; None: not at all (off, the final rung, no observed
+        latency yet for a time-only hedge, the next rung's breaker open)."""
         hedging = self.hedging
         if hedging is None or self._final(index) or index + 1 >= len(self.rungs):
             return None
         if self.breakers is not None and self.breakers.gate(index + 1) == "open":
             return None
-        return hedging.delay(index)
+        settings = hedging.settings
+        delay = hedging.delay(index) if settings.on_delay else None
+        on_prefix = settings.on_prefix and self._aborts(self._rung(call, index))
+        if delay is None and not on_prefix:
+            return None
+        return delay, on_prefix
 
     @staticmethod
     def _winner(first: list[Attempt], second: list[Attempt]) -> list[Attempt] | None:
@@ -643,31 +653,47 @@ class Engine:
         return [*loser, *winner]
 
     @staticmethod
-    def _mark_hedge(second: list[Attempt], loser: list[Attempt], delay: float) -> None:
+    def _mark_hedge(second: list[Attempt], loser: list[Attempt], why: str) -> None:
         for attempt in second:
-            attempt.details["hedge"] = f"started after {delay:.3f} s"
+            attempt.details["hedge"] = why
         for attempt in loser:
             if attempt.decision == "abandoned":
                 attempt.reason = "abandoned: the hedge's other call answered first"
 
     async def _amaybe_hedged(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
-        """Rung ``index``, hedged with the next rung when it is slow (``HedgeSettings``)."""
-        delay = self._hedge_delay(call, index)
-        if delay is None:
+        """Rung ``index``, hedged with the next rung when it is slow or its prefix is low
+        (``HedgeSettings``)."""
+        plan = self._hedge_plan(call, index)
+        if plan is None:
             await self._aattempt(call, index, req, attempts)
             return
+        delay, on_prefix = plan
         hedging = self.hedging
         assert hedging is not None
+        low: list[str] = []
+        low_seen = asyncio.Event()
+
+        def on_low(why: str) -> None:
+            low.append(why)
+            low_seen.set()
+
         first: list[Attempt] = []
         second: list[Attempt] = []
-        task_a: asyncio.Future[None] = asyncio.ensure_future(self._aattempt(call, index, req, first))
+        t0 = time.perf_counter()
+        task_a: asyncio.Future[None] = asyncio.ensure_future(
+            self._aattempt(call, index, req, first, on_low if on_prefix else None)
+        )
         task_b: asyncio.Future[None] | None = None
+        watch: asyncio.Future[bool] = asyncio.ensure_future(low_seen.wait())
         winner: list[Attempt] | None = None
+        why = ""
         try:
-            started, _ = await asyncio.wait({task_a}, timeout=delay)
-            if started or not hedging.take():
+            first_of: set[asyncio.Future[Any]] = {task_a, watch}
+            await asyncio.wait(first_of, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            if task_a.done() or not hedging.take():
                 await task_a
                 return
+            why = _hedge_reason(delay, time.perf_counter() - t0, low)
             task_b = asyncio.ensure_future(self._aattempt(call, index + 1, req, second))
             pending: set[asyncio.Future[None]] = {task_a, task_b}
             while pending and winner is None:
@@ -678,34 +704,45 @@ class Engine:
         finally:
             # Also when the request itself is cancelled: the calls still running are cancelled
             # (each records its abandoned attempt) and every attempt is kept.
+            watch.cancel()
             for running in (task_a, task_b):
                 if running is not None and not running.done():
                     running.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await running
             if task_b is not None:
-                self._mark_hedge(second, second if winner is first else first, delay)
+                self._mark_hedge(second, second if winner is first else first, why)
             attempts.extend(self._race_order(first, second, winner))
 
     def _maybe_hedged(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
         """The sync twin of ``_amaybe_hedged``: both calls run on threads of their own. A sync
         call cannot be cancelled, so the losing call is left to finish on its thread (its
         answer unread) and recorded as abandoned, its cost unknown."""
-        delay = self._hedge_delay(call, index)
-        if delay is None:
+        plan = self._hedge_plan(call, index)
+        if plan is None:
             self._attempt(call, index, req, attempts)
             return
+        delay, on_prefix = plan
         hedging = self.hedging
         assert hedging is not None
         changed = threading.Condition()
-        races: list[_Racer] = [_Racer(self, call, index, req, changed)]
+        low: list[str] = []
+
+        def on_low(why: str) -> None:
+            with changed:
+                low.append(why)
+                changed.notify_all()
+
+        races: list[_Racer] = [_Racer(self, call, index, req, changed, on_low=on_low if on_prefix else None)]
+        t0 = time.perf_counter()
         races[0].start()
         with changed:
-            changed.wait_for(lambda: races[0].finished, timeout=delay)
+            changed.wait_for(lambda: races[0].finished or bool(low), timeout=delay)
         if races[0].finished or not hedging.take():
             races[0].join()
             attempts.extend(races[0].result())
             return
+        why = _hedge_reason(delay, time.perf_counter() - t0, low)
         races.append(_Racer(self, call, index + 1, req, changed))
         races[1].start()
         winner: list[Attempt] | None = None
@@ -721,7 +758,7 @@ class Engine:
         first, second = (r.snapshot() if r.finished else [r.abandoned()] for r in races)
         if winner is not None:
             winner = first if winner[-1].rung == index else second
-        self._mark_hedge(second, second if winner is first else first, delay)
+        self._mark_hedge(second, second if winner is first else first, why)
         attempts.extend(self._race_order(first, second, winner))
 
     # -- early abort ----------------------------------------------------------------------------
@@ -753,9 +790,21 @@ class Engine:
         )
         return True
 
-    def _hopeless(self, rung: RungRuntime, request: Request, partial: ModelOutput, n: int) -> _Aborted | None:
-        """The early-abort rule: the scorer's own "hopeless" verdict, or, after ``min_tokens``
-        chunks, a prefix score below ``threshold - margin``."""
+    def _cannot_stream(self, rung: RungRuntime) -> _NoStreamSignal:
+        """A rung whose model cannot stream here (an agent's model call through
+        ``CascadeMiddleware``): early abort is off for it, once, with a warning; it is asked whole."""
+        self._unstreamable.add(rung.index)
+        log.warning(
+            "rung %r cannot be streamed here: early_abort is off for it (its answers are requested whole)",
+            rung.name,
+        )
+        return _NO_STREAM_SIGNAL
+
+    def _judge_prefix(
+        self, rung: RungRuntime, request: Request, partial: ModelOutput, n: int, *, hedging: bool
+    ) -> _Aborted | str | None:
+        """One prefix check (``policy.prefix_action``): the abandoned prefix, the reason to
+        hedge (only when ``hedging``: a low-prefix hedge may still start), or None."""
         s, scorer, threshold = self.early_abort, rung.scorer, rung.threshold
         assert s is not None
         assert scorer is not None
@@ -766,12 +815,22 @@ class Engine:
             return None
         if check is None:
             return None
-        if check.hopeless is not None:
-            return _Aborted(partial, f"{check.hopeless} (after {n} chunks)", n, check.score, scorer.method)
-        if n >= s.min_tokens and check.score is not None and check.score < threshold - s.margin:
-            why = f"prefix score {check.score:.3f} < threshold {threshold:g} - margin {s.margin:g}"
-            return _Aborted(partial, f"{why} (after {n} chunks)", n, check.score, scorer.method)
-        return None
+        hedge = self.hedging.settings if self.hedging is not None else None
+        action = policy.prefix_action(
+            score=check.score,
+            hopeless=check.hopeless,
+            threshold=threshold,
+            chunks=n,
+            min_tokens=s.min_tokens,
+            margin=s.margin,
+            hedge_margin=hedge.prefix_margin if hedging and hedge is not None else None,
+        )
+        if action is None:
+            return None
+        what, why = action
+        if what == "abort":
+            return _Aborted(partial, why, n, check.score, scorer.method)
+        return why
 
     @staticmethod
     def _chunk_limit(rung: RungRuntime, t0: float) -> tuple[float | None, str]:
@@ -786,14 +845,18 @@ class Engine:
         return stall, "next chunk"
 
     def _stream_scored(
-        self, rung: RungRuntime, backend: Backend, request: Request
+        self, rung: RungRuntime, backend: Backend, request: Request, on_low: OnLowPrefix | None = None
     ) -> ModelOutput | _Aborted | _NoStreamSignal:
         """A scored rung streamed from the provider (never to the caller) and judged every
-        ``check_every`` chunks; the whole output, or the abandoned prefix."""
+        ``check_every`` chunks; the whole output, or the abandoned prefix. ``on_low`` is told,
+        once, when a prefix is low enough to hedge (``HedgeSettings.when``)."""
         s = self.early_abort
         assert s is not None
         t0 = time.perf_counter()
-        handle = backend.stream(request)
+        try:
+            handle = backend.stream(request)
+        except NotImplementedError:
+            return self._cannot_stream(rung)
         partial = getattr(handle, "partial", None)
         reader = LiveReader(
             iter(handle), rung, pumped=rung.stall_timeout is not None or rung.timeout is not None
@@ -808,9 +871,12 @@ class Engine:
                     so_far = partial()
                     if self._lacks_signal(rung, so_far):
                         return _NO_STREAM_SIGNAL
-                    aborted = self._hopeless(rung, request, so_far, n)
-                    if aborted is not None:
-                        return aborted
+                    verdict = self._judge_prefix(rung, request, so_far, n, hedging=on_low is not None)
+                    if isinstance(verdict, _Aborted):
+                        return verdict
+                    if verdict is not None and on_low is not None:
+                        on_low(verdict)
+                        on_low = None
                 chunk = reader.next(*self._chunk_limit(rung, t0))
             output = handle.output()
             # An answer shorter than one check: its missing logprobs are noticed here.
@@ -819,12 +885,15 @@ class Engine:
             reader.close()
 
     async def _astream_scored(
-        self, rung: RungRuntime, backend: Backend, request: Request
+        self, rung: RungRuntime, backend: Backend, request: Request, on_low: OnLowPrefix | None = None
     ) -> ModelOutput | _Aborted | _NoStreamSignal:
         s = self.early_abort
         assert s is not None
         t0 = time.perf_counter()
-        handle = backend.astream(request)
+        try:
+            handle = backend.astream(request)
+        except NotImplementedError:
+            return self._cannot_stream(rung)
         partial = getattr(handle, "partial", None)
         chunks = aiter(handle)
         try:
@@ -837,9 +906,12 @@ class Engine:
                     so_far = partial()
                     if self._lacks_signal(rung, so_far):
                         return _NO_STREAM_SIGNAL
-                    aborted = self._hopeless(rung, request, so_far, n)
-                    if aborted is not None:
-                        return aborted
+                    verdict = self._judge_prefix(rung, request, so_far, n, hedging=on_low is not None)
+                    if isinstance(verdict, _Aborted):
+                        return verdict
+                    if verdict is not None and on_low is not None:
+                        on_low(verdict)
+                        on_low = None
                 limit, what = self._chunk_limit(rung, t0)
                 chunk = await _anext_within(chunks, limit, rung, what)
             output = handle.output()
@@ -918,8 +990,16 @@ class Engine:
         start = call.overrides.start_at if call.overrides is not None else 0
         return policy.next_rung(attempts, len(self.rungs), start)
 
-    def _attempt(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
-        """Call rung ``index`` and append its attempt (also when the call is cut off)."""
+    def _attempt(
+        self,
+        call: Call,
+        index: int,
+        req: RequestSpan,
+        attempts: list[Attempt],
+        on_low: OnLowPrefix | None = None,
+    ) -> None:
+        """Call rung ``index`` and append its attempt (also when the call is cut off).
+        ``on_low``: told when the rung's streamed prefix is low enough to hedge."""
         rung, backend = self._rung(call, index), call.backends[index]
         if not self._gate(rung, backend, req, attempts):
             return
@@ -932,7 +1012,7 @@ class Engine:
                 try:
                     with model_span.active():
                         got = (
-                            self._stream_scored(rung, backend, call.request)
+                            self._stream_scored(rung, backend, call.request, on_low)
                             if self._aborts(rung)
                             else self._invoke_rung(rung, backend, call.request)
                         )
@@ -1037,7 +1117,14 @@ class Engine:
         except TimeoutError:
             raise RungTimeoutError(rung.name, rung.timeout) from None
 
-    async def _aattempt(self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt]) -> None:
+    async def _aattempt(
+        self,
+        call: Call,
+        index: int,
+        req: RequestSpan,
+        attempts: list[Attempt],
+        on_low: OnLowPrefix | None = None,
+    ) -> None:
         rung, backend = self._rung(call, index), call.backends[index]
         if not self._gate(rung, backend, req, attempts):
             return
@@ -1050,7 +1137,7 @@ class Engine:
                 try:
                     with model_span.active():
                         got = (
-                            await self._astream_scored(rung, backend, call.request)
+                            await self._astream_scored(rung, backend, call.request, on_low)
                             if self._aborts(rung)
                             else await self._ainvoke_rung(rung, backend, call.request)
                         )
@@ -1188,6 +1275,233 @@ class Engine:
         reader = LiveReader(iter(handle), rung, pumped=rung.stall_timeout is not None)
         return handle, reader, reader.next(limit, what)
 
+    # -- hedging a live rung on its first token --------------------------------------------------
+
+    def _live_hedge_delay(self, call: Call, index: int) -> float | None:
+        """The delay after which a live rung without a first token is hedged with the next rung
+        (``when: slow`` or ``either``); None: not hedged."""
+        plan = self._hedge_plan(call, index)
+        return plan[0] if plan is not None else None
+
+    def _live_call(
+        self, call: Call, index: int, req: RequestSpan, raced: _LiveStart | None
+    ) -> tuple[int, RungRuntime, Backend, RungSpan, CallSpan, float]:
+        """The live call a stream driver goes on with: the race's winner, or rung ``index``
+        with new spans (the call itself is opened by the driver)."""
+        if raced is not None:
+            return raced.index, raced.rung, raced.backend, raced.span, raced.model_span, raced.t0
+        rung, backend = self._rung(call, index), call.backends[index]
+        span = req.rung(index, rung.name, rung.model or backend.model)
+        return (
+            index,
+            rung,
+            backend,
+            span,
+            span.call(backend, call.request, role="rung", stream=True),
+            time.perf_counter(),
+        )
+
+    def _begin_live(
+        self, call: Call, index: int, req: RequestSpan, request: Request, notify: threading.Event | None
+    ) -> _LiveStart:
+        """Open rung ``index``'s live stream (its spans, its call) without waiting for a chunk."""
+        start = _LiveStart(*self._live_call(call, index, req, None))
+        model_span, backend = start.model_span, start.backend
+        try:
+            with model_span.active():
+                start.handle = backend.stream(request)
+                # The pump thread copies the context here, so the provider's spans nest under ours.
+                start.reader = LiveReader(iter(start.handle), start.rung, pumped=True, notify=notify)
+        except Exception as exc:
+            start.error = exc
+        return start
+
+    def _falls_back(self, exc: BaseException) -> bool:
+        """Whether a rung's error moves the request on (not control flow to pass through)."""
+        return isinstance(exc, Exception) and not isinstance(exc, self.propagate)
+
+    def _end_live(self, start: _LiveStart, attempts: list[Attempt], exc: Exception, *, lost: bool) -> None:
+        """Record a raced live call that will not stream: failed before its first chunk, or the
+        loser of the race (abandoned, its stream closed)."""
+        if start.reader is not None:
+            start.reader.close()
+        start.model_span.finish(error=exc)
+        if lost:
+            attempt = self._abandoned_attempt(start.rung, start.backend, exc, start.t0)
+            attempt.reason = "abandoned: the hedge's other call answered first"
+        else:
+            attempt = self._error_attempt(start.rung, start.backend, exc, start.t0, attempts, retry=False)
+        if start.hedge is not None:
+            attempt.details["hedge"] = start.hedge
+        start.span.finish(attempt)
+        attempts.append(attempt)
+
+    def _first_deadline(self, start: _LiveStart) -> float:
+        limit, _ = self._first_limit(start.rung)
+        return start.t0 + limit if limit is not None else math.inf
+
+    def _race_live(
+        self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt], request: Request
+    ) -> _LiveStart | None:
+        """Live rung ``index``, hedged on its first token: when it has sent nothing after the
+        delay, the next rung's stream is opened too, and the first to send a chunk streams to
+        the caller; the other is closed and recorded. None: no hedge applies (open it as usual).
+        A call that fails before its first chunk leaves the race to the other."""
+        delay = self._live_hedge_delay(call, index)
+        if delay is None:
+            return None
+        hedging = self.hedging
+        assert hedging is not None
+        notify = threading.Event()
+        first = self._begin_live(call, index, req, request, notify)
+        if first.reader is None:
+            return first
+        waited_until = min(first.t0 + delay, self._first_deadline(first))
+        while first.reader.peek() is False and (left := waited_until - time.perf_counter()) > 0:
+            notify.wait(left)
+            notify.clear()
+        if first.reader.peek() is not False or not hedging.take():
+            return first
+        why = _hedge_reason(delay, time.perf_counter() - first.t0, [])
+        second = self._begin_live(call, index + 1, req, request, notify)
+        second.hedge = why
+        if second.reader is None:
+            assert second.error is not None
+            if not self._falls_back(second.error):
+                self._end_live(first, attempts, _HedgeLost(), lost=True)
+                return second  # the driver raises its error
+            self._end_live(second, attempts, second.error, lost=False)
+            return first
+        racing = [first, second]
+        while True:
+            for start, other in ((first, second), (second, first)):
+                assert start.reader is not None
+                seen = start.reader.peek()
+                if seen is None or (seen is not False and not self._falls_back(seen)):
+                    # A chunk (or the end): this call streams, the other lost. So too for an
+                    # error that is not a fallback (control flow): the driver raises it.
+                    self._end_live(other, attempts, _HedgeLost(), lost=True)
+                    return start
+                if seen is not False:  # failed before its first chunk: the other goes on
+                    assert isinstance(seen, Exception)
+                    self._end_live(start, attempts, seen, lost=False)
+                    return other
+            now = time.perf_counter()
+            for start, other in ((first, second), (second, first)):
+                if now >= self._first_deadline(start):
+                    limit = self._first_limit(start.rung)[0] or 0.0
+                    self._end_live(
+                        start,
+                        attempts,
+                        RungTimeoutError(start.rung.name, limit, what="first token"),
+                        lost=False,
+                    )
+                    return other
+            left = min(self._first_deadline(r) for r in racing) - now
+            notify.wait(max(0.0, left) if left != math.inf else None)
+            notify.clear()
+
+    def _abegin_live(self, call: Call, index: int, req: RequestSpan, request: Request) -> _LiveStart:
+        """The async ``_begin_live``: the stream opened and its first chunk being read."""
+        start = _LiveStart(*self._live_call(call, index, req, None))
+        model_span, backend = start.model_span, start.backend
+        try:
+            with model_span.active():
+                start.handle = backend.astream(request)
+                start.chunks = aiter(start.handle)
+                # The task copies the context here, so the provider's spans nest under ours.
+                start.pending = asyncio.ensure_future(anext(start.chunks, _END))
+        except Exception as exc:
+            start.error = exc
+        return start
+
+    async def _aend_live(
+        self, start: _LiveStart, attempts: list[Attempt], exc: BaseException, *, lost: bool
+    ) -> None:
+        """The async ``_end_live``; also records a call cut off by a cancellation (abandoned)."""
+        if start.pending is not None and not start.pending.done():
+            start.pending.cancel()
+            with contextlib.suppress(BaseException):
+                await start.pending
+        close = getattr(start.chunks, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+        start.model_span.finish(error=exc)
+        if lost or not isinstance(exc, Exception):
+            attempt = self._abandoned_attempt(start.rung, start.backend, exc, start.t0)
+            if lost:
+                attempt.reason = "abandoned: the hedge's other call answered first"
+        else:
+            attempt = self._error_attempt(start.rung, start.backend, exc, start.t0, attempts, retry=False)
+        if start.hedge is not None:
+            attempt.details["hedge"] = start.hedge
+        start.span.finish(attempt)
+        attempts.append(attempt)
+
+    async def _arace_live(
+        self, call: Call, index: int, req: RequestSpan, attempts: list[Attempt], request: Request
+    ) -> _LiveStart | None:
+        """The async ``_race_live``: the losing call is cancelled; a cancelled request records
+        both calls as abandoned."""
+        delay = self._live_hedge_delay(call, index)
+        if delay is None:
+            return None
+        hedging = self.hedging
+        assert hedging is not None
+        first = self._abegin_live(call, index, req, request)
+        if first.pending is None:
+            return first
+        running = [first]
+        try:
+            wait = min(delay, self._first_deadline(first) - first.t0)
+            await asyncio.wait({first.pending}, timeout=max(0.0, wait))
+            if first.pending.done() or not hedging.take():
+                running = []
+                return first
+            second = self._abegin_live(call, index + 1, req, request)
+            second.hedge = _hedge_reason(delay, time.perf_counter() - first.t0, [])
+            if second.pending is None:
+                assert second.error is not None
+                if not self._falls_back(second.error):
+                    running = []
+                    await self._aend_live(first, attempts, _HedgeLost(), lost=True)
+                    return second  # the driver raises its error
+                await self._aend_live(second, attempts, second.error, lost=False)
+                running = []
+                return first
+            running = [first, second]
+            while True:
+                for start, other in ((first, second), (second, first)):
+                    task = start.pending
+                    assert task is not None
+                    if not task.done():
+                        continue
+                    failed = task.exception()
+                    running = []
+                    if failed is None or not self._falls_back(failed):
+                        await self._aend_live(other, attempts, _HedgeLost(), lost=True)
+                        return start
+                    await self._aend_live(start, attempts, failed, lost=False)
+                    return other
+                now = time.perf_counter()
+                for start, other in ((first, second), (second, first)):
+                    if now >= self._first_deadline(start):
+                        running = []
+                        limit = self._first_limit(start.rung)[0] or 0.0
+                        timeout = RungTimeoutError(start.rung.name, limit, what="first token")
+                        await self._aend_live(start, attempts, timeout, lost=False)
+                        return other
+                tasks: set[asyncio.Future[Any]] = {t for r in (first, second) if (t := r.pending) is not None}
+                left = min(self._first_deadline(r) for r in (first, second)) - now
+                await asyncio.wait(
+                    tasks, timeout=left if left != math.inf else None, return_when=asyncio.FIRST_COMPLETED
+                )
+        except BaseException as exc:  # cancelled while racing: every call still open is recorded
+            for start in running:
+                await self._aend_live(start, attempts, exc, lost=False)
+            raise
+
     async def _aopen_live(
         self, rung: RungRuntime, backend: Backend, request: Request
     ) -> tuple[Any, Any, Any]:
@@ -1218,20 +1532,25 @@ class Engine:
                 self._pause(attempts)
                 if not self._gate(rung, backend, req, attempts):
                     continue
-                live.add(index)
                 request = cont.request if cont is not None else call.request
+                # A continuation is not raced: the emitted text is already the caller's.
+                raced = self._race_live(call, index, req, attempts, request) if cont is None else None
+                index, rung, backend, span, model_span, t1 = self._live_call(call, index, req, raced)
+                live.add(index)
                 shown: list[str | None] = []
                 continuing = self._continues(index)
                 received = 0
-                span = req.rung(index, rung.name, rung.model or backend.model)
-                model_span = span.call(backend, call.request, role="rung", stream=True)
-                t1 = time.perf_counter()
                 emitted = False
                 ttft: float | None = None
                 reader: LiveReader | None = None
                 try:
                     with model_span.active():
-                        handle, reader, chunk = self._open_live(rung, backend, request)
+                        if raced is not None:
+                            handle, reader = raced.handle, raced.reader
+                            chunk = raced.first_chunk(self._first_limit(rung)[0])
+                        else:
+                            handle, reader, chunk = self._open_live(rung, backend, request)
+                        assert reader is not None  # a raced call without one raised above
                         if cont is not None:
                             head, chunk = self._splice_start(cont, backend, reader, chunk, rung)
                             if head:
@@ -1259,6 +1578,7 @@ class Engine:
                         )
                         raise
                     attempt = self._error_attempt(rung, backend, exc, t1, attempts, retry=not emitted)
+                    _note_hedge(attempt, raced)
                     if received:
                         # Its cost stays unknown (the provider bills the prompt and these, and
                         # reports neither before the end), but the record says what arrived.
@@ -1278,15 +1598,20 @@ class Engine:
                 except BaseException as exc:  # the consumer closed the stream, or a cancellation
                     model_span.finish(error=exc)
                     self._abandon(span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1)
+                    _note_hedge(attempts[-1], raced)
                     raise
                 finally:
                     if reader is not None:
                         reader.close()
                 model_span.finish(output)
                 self._succeeded(rung)
+                if self.hedging is not None and ttft is not None:
+                    # A live rung is hedged on its first token: that is the latency to learn.
+                    self.hedging.observe(index, ttft)
                 try:
                     with span.active():
                         attempt = self._score_sync(call, rung, backend, output, t1, span=span, ttft=ttft)
+                    _note_hedge(attempt, raced)
                 except BaseException as exc:
                     self._abandon(
                         span=span,
@@ -1341,19 +1666,23 @@ class Engine:
                 await self._apause(attempts)
                 if not self._gate(rung, backend, req, attempts):
                     continue
-                live.add(index)
                 request = cont.request if cont is not None else call.request
+                raced = await self._arace_live(call, index, req, attempts, request) if cont is None else None
+                index, rung, backend, span, model_span, t1 = self._live_call(call, index, req, raced)
+                live.add(index)
                 shown: list[str | None] = []
                 continuing = self._continues(index)
                 received = 0
-                span = req.rung(index, rung.name, rung.model or backend.model)
-                model_span = span.call(backend, call.request, role="rung", stream=True)
-                t1 = time.perf_counter()
                 emitted = False
                 ttft: float | None = None
+                chunks: Any = None
                 try:
                     with model_span.active():
-                        handle, chunks, chunk = await self._aopen_live(rung, backend, request)
+                        if raced is not None:
+                            handle, chunks = raced.handle, raced.chunks
+                            chunk = await raced.afirst_chunk(self._first_limit(rung)[0])
+                        else:
+                            handle, chunks, chunk = await self._aopen_live(rung, backend, request)
                         if cont is not None:
                             head, chunk = await self._asplice_start(cont, backend, chunks, chunk, rung)
                             if head:
@@ -1381,6 +1710,7 @@ class Engine:
                         )
                         raise
                     attempt = self._error_attempt(rung, backend, exc, t1, attempts, retry=not emitted)
+                    _note_hedge(attempt, raced)
                     if received:
                         # Its cost stays unknown (the provider bills the prompt and these, and
                         # reports neither before the end), but the record says what arrived.
@@ -1400,14 +1730,19 @@ class Engine:
                 except BaseException as exc:
                     model_span.finish(error=exc)
                     self._abandon(span=span, attempts=attempts, rung=rung, backend=backend, exc=exc, t0=t1)
+                    _note_hedge(attempts[-1], raced)
                     raise
                 model_span.finish(output)
                 self._succeeded(rung)
+                if self.hedging is not None and ttft is not None:
+                    # A live rung is hedged on its first token: that is the latency to learn.
+                    self.hedging.observe(index, ttft)
                 try:
                     with span.active():
                         attempt = await self._score_async(
                             call, rung, backend, output, t1, span=span, ttft=ttft
                         )
+                    _note_hedge(attempt, raced)
                 except BaseException as exc:
                     self._abandon(
                         span=span,
@@ -1501,9 +1836,17 @@ class _Racer:
     """One rung attempt of a sync hedge race, on a thread of its own."""
 
     def __init__(
-        self, engine: Engine, call: Call, index: int, req: RequestSpan, changed: threading.Condition
+        self,
+        engine: Engine,
+        call: Call,
+        index: int,
+        req: RequestSpan,
+        changed: threading.Condition,
+        *,
+        on_low: OnLowPrefix | None = None,
     ) -> None:
         self._engine = engine
+        self._on_low = on_low
         self._call = call
         self._index = index
         self._req = req
@@ -1525,7 +1868,7 @@ class _Racer:
 
     def _run(self) -> None:
         try:
-            self._engine._attempt(self._call, self._index, self._req, self._attempts)
+            self._engine._attempt(self._call, self._index, self._req, self._attempts, self._on_low)
         except BaseException as exc:  # handed to the request's thread
             self._error = exc
         finally:
@@ -1549,8 +1892,65 @@ class _Racer:
         return self._engine._abandoned_attempt(rung, backend, _HedgeLost(), self._t0)
 
 
+def _note_hedge(attempt: Attempt, raced: _LiveStart | None) -> None:
+    """On the attempt of a live call that a first-token hedge started: why and when."""
+    if raced is not None and raced.hedge is not None:
+        attempt.details["hedge"] = raced.hedge
+
+
+def _hedge_reason(delay: float | None, elapsed: float, low: list[str]) -> str:
+    """Why and when a hedge started, for the hedging attempt's ``details["hedge"]``: after the
+    delay (the rule's value), or on a low prefix (the time it was seen, and the score)."""
+    if low:
+        return f"started after {elapsed:.3f} s on a low prefix: {low[0]}"
+    return f"started after {delay or elapsed:.3f} s"
+
+
 class _HedgeLost(Exception):
     """Stands for the losing call of a hedge race."""
+
+
+@dataclass(slots=True)
+class _LiveStart:
+    """A live rung's stream opened by a first-token hedge race, handed to the stream driver."""
+
+    index: int
+    rung: RungRuntime
+    backend: Backend
+    span: RungSpan
+    model_span: CallSpan
+    t0: float
+    handle: Any = None
+    reader: LiveReader | None = None
+    chunks: Any = None
+    """The async iterator (``astream``)."""
+    pending: asyncio.Future[Any] | None = None
+    """The async race's read of the first chunk, when it is still running or holds it."""
+    error: Exception | None = None
+    """Opening the stream failed."""
+    hedge: str | None = None
+    """Set on the hedge's own call: why and when it started (its attempt's ``details``)."""
+
+    async def afirst_chunk(self, limit: float | None) -> Any:
+        """The async ``first_chunk``: the race's read of it, awaited within what is left."""
+        if self.error is not None:
+            raise self.error
+        assert self.pending is not None
+        if self.pending.done() or limit is None:
+            return await self.pending
+        left = max(0.0, self.t0 + limit - time.perf_counter())
+        try:
+            return await asyncio.wait_for(self.pending, left)
+        except TimeoutError:
+            raise RungTimeoutError(self.rung.name, limit, what="first token") from None
+
+    def first_chunk(self, limit: float | None) -> Any:
+        """The first chunk (or ``_END``), within what is left of the first-token limit."""
+        if self.error is not None:
+            raise self.error
+        assert self.reader is not None
+        left = None if limit is None else max(0.0, self.t0 + limit - time.perf_counter())
+        return self.reader.next(left, "first token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1586,10 +1986,17 @@ class LiveReader:
 
     __slots__ = ("_chunks", "_pump", "_rung")
 
-    def __init__(self, chunks: Iterator[Any], rung: RungRuntime, *, pumped: bool) -> None:
+    def __init__(
+        self, chunks: Iterator[Any], rung: RungRuntime, *, pumped: bool, notify: threading.Event | None = None
+    ) -> None:
         self._chunks = chunks
         self._rung = rung
-        self._pump = ChunkPump(chunks, name=rung.name) if pumped else None
+        self._pump = ChunkPump(chunks, name=rung.name, notify=notify) if pumped or notify else None
+
+    def peek(self) -> Literal[False] | BaseException | None:
+        """``ChunkPump.peek`` (a pumped reader only): False while nothing has arrived."""
+        assert self._pump is not None
+        return self._pump.peek()
 
     def next(self, limit: float | None, what: str) -> Any:
         rung = self._rung

@@ -124,6 +124,40 @@ def streams_live(rule: RungRule, *, final: bool) -> bool:
     return final or (not rule.has_scorer and not rule.validate_output)
 
 
+PrefixAction = Literal["abort", "hedge"]
+"""What a prefix check of a streamed scored rung calls for: ``abort`` the rung (its answer will
+not be accepted) or ``hedge`` it (start the next rung beside it)."""
+
+
+def prefix_action(
+    *,
+    score: float | None,
+    hopeless: str | None,
+    threshold: float,
+    chunks: int,
+    min_tokens: int,
+    margin: float,
+    hedge_margin: float | None = None,
+) -> tuple[PrefixAction, str] | None:
+    """The ``early_abort`` rule, and the ``low_prefix`` hedge rule, on one prefix check.
+
+    Abort when the scorer calls the answer hopeless (at once), or after ``min_tokens`` chunks
+    when the prefix score is below ``threshold - margin``; hedge when it is below ``threshold -
+    hedge_margin`` (a smaller margin: the band where the rung is doubtful, not lost). The reason
+    names the numbers, for the attempt's record."""
+    after = f"(after {chunks} chunks)"
+    if hopeless is not None:
+        return "abort", f"{hopeless} {after}"
+    if chunks < min_tokens or score is None:
+        return None
+    if score < threshold - margin:
+        return "abort", f"prefix score {score:.3f} < threshold {threshold:g} - margin {margin:g} {after}"
+    if hedge_margin is not None and score < threshold - hedge_margin:
+        why = f"prefix score {score:.3f} < threshold {threshold:g} - prefix_margin {hedge_margin:g}"
+        return "hedge", f"{why} {after}"
+    return None
+
+
 def halts(rule: RungRule, error_class: ErrorClass) -> bool:
     """Whether a rung's error ends the request instead of falling back: auth and bad-request
     errors always (another rung would fail alike, or hide the mistake behind its answer), a

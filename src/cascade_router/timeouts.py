@@ -17,7 +17,7 @@ import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -100,38 +100,61 @@ class ChunkPump:
     time limit (a stream whose server went silent). ``next`` returns ``end`` after the last
     item; ``close`` makes the thread stop at its next item and close the iterator."""
 
-    __slots__ = ("_queue", "_stop")
+    __slots__ = ("_notify", "_queue", "_stashed", "_stop")
 
-    def __init__(self, items: Iterator[Any], *, name: str = "stream") -> None:
+    def __init__(
+        self, items: Iterator[Any], *, name: str = "stream", notify: threading.Event | None = None
+    ) -> None:
         self._queue: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._notify = notify
+        self._stashed: tuple[bool, Any] | None = None
         ctx = contextvars.copy_context()
         threading.Thread(
             target=ctx.run, args=(self._run, items), name=f"cascade-stream {name}", daemon=True
         ).start()
+
+    def _put(self, entry: tuple[bool, Any]) -> None:
+        self._queue.put(entry)
+        if self._notify is not None:
+            self._notify.set()
 
     def _run(self, items: Iterator[Any]) -> None:
         try:
             for item in items:
                 if self._stop.is_set():
                     break
-                self._queue.put((True, item))
+                self._put((True, item))
             else:
-                self._queue.put((True, _DONE))
+                self._put((True, _DONE))
         except BaseException as exc:  # handed to the reader, whatever it is
-            self._queue.put((False, exc))
+            self._put((False, exc))
         finally:
             close = getattr(items, "close", None)
             if self._stop.is_set() and callable(close):
                 with contextlib.suppress(Exception):
                     close()
 
+    def peek(self) -> Literal[False] | BaseException | None:
+        """Without waiting: False when nothing has arrived yet, the error when the iterator
+        failed, else None (an item, or the end, is ready for ``next``)."""
+        if self._stashed is None:
+            try:
+                self._stashed = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+        ok, item = self._stashed
+        return None if ok else item
+
     def next(self, timeout: float | None, on_timeout: Callable[[], BaseException], end: Any = None) -> Any:
-        try:
-            ok, item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            self.close()
-            raise on_timeout() from None
+        if self._stashed is not None:
+            (ok, item), self._stashed = self._stashed, None
+        else:
+            try:
+                ok, item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self.close()
+                raise on_timeout() from None
         if not ok:
             raise item
         return end if item is _DONE else item

@@ -111,3 +111,57 @@ def test_accepted_rung_is_first_confident_one(
         assert result.cost_usd is None
     else:
         assert result.cost_usd == pytest.approx(total_cost)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    score=st.one_of(st.none(), st.floats(0, 1)),
+    threshold=st.floats(0, 1),
+    chunks=st.integers(0, 100),
+    margins=st.tuples(st.floats(0, 1), st.floats(0, 1)).map(sorted),
+)
+def test_the_prefix_rule_aborts_below_the_margin_and_hedges_in_the_band(
+    score: float | None, threshold: float, chunks: int, margins: list[float]
+) -> None:
+    from cascade_router.policy import prefix_action
+
+    hedge_margin, margin = margins
+    got = prefix_action(
+        score=score,
+        hopeless=None,
+        threshold=threshold,
+        chunks=chunks,
+        min_tokens=16,
+        margin=margin,
+        hedge_margin=hedge_margin,
+    )
+    if score is None or chunks < 16:
+        assert got is None
+    elif score < threshold - margin:
+        assert got is not None
+        assert got[0] == "abort"
+    elif score < threshold - hedge_margin:
+        assert got is not None
+        assert got[0] == "hedge"
+        assert f"prefix_margin {hedge_margin:g}" in got[1]
+    else:
+        assert got is None
+    # Without a hedge margin, nothing is ever hedged.
+    alone = prefix_action(
+        score=score, hopeless=None, threshold=threshold, chunks=chunks, min_tokens=16, margin=margin
+    )
+    assert alone is None or alone[0] == "abort"
+
+
+def test_a_hopeless_prefix_is_aborted_before_min_tokens() -> None:
+    from cascade_router.policy import prefix_action
+
+    got = prefix_action(
+        score=0.99,
+        hopeless="a stated calculation is wrong",
+        threshold=0.5,
+        chunks=3,
+        min_tokens=16,
+        margin=0.1,
+    )
+    assert got == ("abort", "a stated calculation is wrong (after 3 chunks)")

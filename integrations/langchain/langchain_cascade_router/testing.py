@@ -138,8 +138,8 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         reply = self._next(messages)
-        if reply.delay:
-            time.sleep(reply.delay)
+        if reply.whole_delay():
+            time.sleep(reply.whole_delay())
         reply.raise_error()
         return ChatResult(generations=[ChatGeneration(message=self._message(reply, messages))])
 
@@ -151,8 +151,8 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         reply = self._next(messages)
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        if reply.whole_delay():
+            await asyncio.sleep(reply.whole_delay())
         reply.raise_error()
         return ChatResult(generations=[ChatGeneration(message=self._message(reply, messages))])
 
@@ -194,7 +194,10 @@ class ScriptedChatModel(BaseChatModel):
         if reply.delay:
             time.sleep(reply.delay)
         reply.raise_error()
-        for item in self._chunks(reply, messages):
+        pieces = len(tokenize(reply.text))
+        for i, item in enumerate(self._chunks(reply, messages)):
+            if 0 < i < pieces and reply.chunk_delay:
+                time.sleep(reply.chunk_delay)
             if isinstance(item, BaseException):
                 raise item
             chunk = ChatGenerationChunk(message=item)
@@ -213,7 +216,10 @@ class ScriptedChatModel(BaseChatModel):
         if reply.delay:
             await asyncio.sleep(reply.delay)
         reply.raise_error()
-        for item in self._chunks(reply, messages):
+        pieces = len(tokenize(reply.text))
+        for i, item in enumerate(self._chunks(reply, messages)):
+            if 0 < i < pieces and reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
             if isinstance(item, BaseException):
                 raise item
             chunk = ChatGenerationChunk(message=item)

@@ -48,6 +48,8 @@ class _Stream:
         for i, token in enumerate(tokenize(reply.text)):
             if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
                 raise reply.stream_error()
+            if i and reply.chunk_delay:
+                time.sleep(reply.chunk_delay)
             self._sent = i + 1
             yield token
         self._done = True
@@ -60,6 +62,8 @@ class _Stream:
         for i, token in enumerate(tokenize(reply.text)):
             if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
                 raise reply.stream_error()
+            if i and reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
             self._sent = i + 1
             yield token
         self._done = True
@@ -123,16 +127,16 @@ class ScriptedBackend(BackendBase):
     def invoke(self, request: Request) -> ModelOutput:
         self.requests.append(request)
         reply = self.script.next()
-        if reply.delay:
-            time.sleep(reply.delay)
+        if reply.whole_delay():
+            time.sleep(reply.whole_delay())
         reply.raise_error()
         return reply_output(reply, request, self._model)
 
     async def ainvoke(self, request: Request) -> ModelOutput:
         self.requests.append(request)
         reply = self.script.next()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        if reply.whole_delay():
+            await asyncio.sleep(reply.whole_delay())
         reply.raise_error()
         return reply_output(reply, request, self._model)
 

@@ -72,12 +72,19 @@ class Reply:
     """Raised instead of answering."""
     delay: float = 0.0
     """Seconds before answering (before the first chunk when streaming)."""
+    chunk_delay: float = 0.0
+    """Seconds between two streamed chunks: a provider generating at a finite rate. A whole
+    (not streamed) answer takes ``delay`` plus this for every chunk after the first."""
     fail_after_chunks: int | None = None
     """When streaming: raise ``error`` (or a ConnectionError) after this many chunks."""
     model: str | None = None
     """Model name the fake provider reports; defaults to the fake's own."""
     finish_reason: str = "stop"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def whole_delay(self) -> float:
+        """Seconds before a whole (not streamed) answer: the first chunk's wait and the rest's."""
+        return self.delay + self.chunk_delay * max(0, len(tokenize(self.text)) - 1)
 
     def resolved_logprobs(self) -> dict[str, Any] | None:
         if self.logprobs is not None:

@@ -161,16 +161,16 @@ class ScriptedLLM(FunctionCallingLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         reply = self._next(messages)
-        if reply.delay:
-            time.sleep(reply.delay)
+        if reply.whole_delay():
+            time.sleep(reply.whole_delay())
         reply.raise_error()
         return self._response(reply, messages)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         reply = self._next(messages)
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        if reply.whole_delay():
+            await asyncio.sleep(reply.whole_delay())
         reply.raise_error()
         return self._response(reply, messages)
 
@@ -190,6 +190,8 @@ class ScriptedLLM(FunctionCallingLLM):
             for i, piece in enumerate(pieces):
                 if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
                     raise reply.stream_error()
+                if i and reply.chunk_delay:
+                    time.sleep(reply.chunk_delay)
                 text += piece
                 last = i == len(pieces) - 1
                 response = (
@@ -217,6 +219,8 @@ class ScriptedLLM(FunctionCallingLLM):
             for i, piece in enumerate(pieces):
                 if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
                     raise reply.stream_error()
+                if i and reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
                 text += piece
                 last = i == len(pieces) - 1
                 response = (
