@@ -206,6 +206,9 @@ def sdk_replica() -> Callable[[], Any]:
     return call
 
 
+TENANT = {"tenant": "bench"}
+
+
 def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
     bare = Fake()
     fallbacks = Fake().with_fallbacks([Fake()])
@@ -218,6 +221,31 @@ def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
     )
     two_escalate = CascadeChatModel(
         rungs=[{"model": Fake(), "scorer": lambda m, a: 0.1, "threshold": 0.5}, {"model": Fake()}],
+        tracing=False,
+    )
+    # Every routing rule configured (in-process budget store), on the ladder above.
+    priced = {"price": {"input_per_mtok": 1, "output_per_mtok": 1}, "context_window": 100_000}
+    ruled = CascadeChatModel(
+        rungs=[
+            {"model": Fake(), "name": "cheap", "scorer": lambda m, a: 0.9, "threshold": 0.5, **priced},
+            {"model": Fake(), "name": "strong", **priced},
+        ],
+        routing=[
+            {"kind": "context_length"},
+            {"kind": "cost", "max_cost_usd": 1.0, "output_tokens": 100},
+            {"kind": "deadline", "deadline_s": 60},
+            {"kind": "domain", "name": "medical", "keywords": ["diagnosis", "dosage"], "only": ["strong"]},
+            {"kind": "budget", "key": "tenant", "usd": 1e9, "output_tokens": 100},
+        ],
+        tracing=False,
+    )
+    # The same ladder with a 60 s timeout on each rung: what the deadline rule's timeout costs
+    # (a sync call with a time limit runs on a thread), so the rules' own logic is seen apart.
+    timed = CascadeChatModel(
+        rungs=[
+            {"model": Fake(), "name": "cheap", "scorer": lambda m, a: 0.9, "threshold": 0.5, "timeout": 60},
+            {"model": Fake(), "name": "strong", "timeout": 60},
+        ],
         tracing=False,
     )
     bare_logprobs = Fake(logprobs=LOGPROBS)
@@ -239,6 +267,8 @@ def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
         "cascade_1_rung_500_logprob_tokens": lambda: one_logprobs.invoke("hi"),
         "cascade_2_rungs_accept_first": lambda: two_accept.invoke("hi"),
         "cascade_2_rungs_escalate_once": lambda: two_escalate.invoke("hi"),
+        "cascade_2_rungs_accept_first_all_rules": lambda: ruled.invoke("hi", route_metadata=TENANT),
+        "cascade_2_rungs_accept_first_timeout": lambda: timed.invoke("hi"),
         "cascade_1_rung_traced": lambda: with_trace.invoke("hi"),
         "sdk_replica_of_the_spans": replica,
         "cascade_1_rung_logged": lambda: with_log.invoke("hi"),
@@ -341,7 +371,22 @@ def main() -> None:
         "cascade_1_rung",
         "bare",
     )
+    # What the routing rules add to a request, in microseconds (the same ladder without them).
+    rules_us = per_round(
+        per_call,
+        lambda ruled, plain: ruled - plain,
+        "cascade_2_rungs_accept_first_all_rules",
+        "cascade_2_rungs_accept_first",
+    )
+    rules_logic_us = per_round(
+        per_call,
+        lambda ruled, timed: ruled - timed,
+        "cascade_2_rungs_accept_first_all_rules",
+        "cascade_2_rungs_accept_first_timeout",
+    )
     derived = {
+        "routing_rules_added_us": rules_us,
+        "routing_rules_added_us_over_the_same_timeout": rules_logic_us,
         "extra_escalating_rung_in_bare_calls": (
             to_bare["cascade_2_rungs_escalate_once"]["ratio"]
             - to_bare["cascade_2_rungs_accept_first"]["ratio"]

@@ -20,6 +20,7 @@ from pydantic_core import PydanticUndefined
 
 from cascade_router.config import LadderConfig, Rung
 from cascade_router.pricing import Price
+from cascade_router.routing import BudgetRule, ContextLengthRule, CostRule, DeadlineRule, DomainRule
 from cascade_router.scorers import FirstAvailableScorer, JudgeScorer, LogprobScorer, ValidityScorer
 from cascade_router.scorers.learned import LearnedScorer
 
@@ -34,6 +35,15 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("Scorer `validity`", ValidityScorer, "Structural and content checks; 1 or 0."),
     ("Scorer `first_available`", FirstAvailableScorer, "The first of several scorers that gives a value."),
     ("Scorer `learned`", LearnedScorer, "A logistic regression fitted with `cascade-router learn`."),
+    ("Routing rule `context_length`", ContextLengthRule, "Skips rungs whose window cannot hold the prompt."),
+    ("Routing rule `cost`", CostRule, "Keeps a request under its `max_cost_usd`."),
+    ("Routing rule `budget`", BudgetRule, "Caps what a tenant, user or key spends per period."),
+    ("Routing rule `deadline`", DeadlineRule, "Skips rungs too slow for the time left; bounds the others."),
+    (
+        "Routing rule `domain`",
+        DomainRule,
+        "Keeps matching requests to named rungs, starts them higher, or refuses them.",
+    ),
 ]
 
 

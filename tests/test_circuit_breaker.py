@@ -216,6 +216,7 @@ def test_a_forked_worker_keeps_working_with_the_breakers(server: FaultServer) ->
     import os
 
     from cascade_router.shared_state import open_store
+    from tests.forking import wait_for_child
 
     store = open_store(None)
     lock = store._lock  # type: ignore[attr-defined]
@@ -233,15 +234,7 @@ def test_a_forked_worker_keeps_working_with_the_breakers(server: FaultServer) ->
             os._exit(code)
     finally:
         lock.release()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return
-        time.sleep(0.05)
-    os.kill(pid, 9)
-    pytest.fail("the forked child hung on a lock held at the fork")
+    wait_for_child(pid)
 
 
 @pytest.mark.parametrize(

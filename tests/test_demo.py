@@ -94,7 +94,7 @@ def test_config_demo_names_the_missing_key(tmp_path: Path) -> None:
         yaml.safe_dump(
             {
                 "rungs": [
-                    {"model": "openai:gpt-5-nano", "scorer": {"kind": "logprob"}, "threshold": 0.8},
+                    {"model": "openai:gpt-4.1-nano", "scorer": {"kind": "logprob"}, "threshold": 0.8},
                     {"model": "anthropic:claude-opus-4-6"},
                 ]
             }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
@@ -23,6 +23,7 @@ from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import Message, Request
 from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.policy import OnExhausted, OnPolicyError
+from cascade_router.routing import RoutingRule
 
 Prompt = str | Sequence[Message] | Request
 
@@ -46,6 +47,17 @@ def _request(prompt: Prompt) -> Request:
 
 StartAt = int | str | None
 Thresholds = Mapping[int | str, float] | None
+
+
+class RouteOptions(TypedDict, total=False):
+    """One request's inputs to the routing rules (``docs/routing.md``)."""
+
+    max_cost_usd: float | None
+    """The most this request may cost (the ``cost`` rule)."""
+    deadline_s: float | None
+    """Seconds this request may take (the ``deadline`` rule)."""
+    route_metadata: Mapping[str, Any] | None
+    """Items the ``domain`` and ``budget`` rules read (``{"tenant": "acme"}``)."""
 
 
 class Cascade:
@@ -79,6 +91,7 @@ class Cascade:
         early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
         hedge: HedgeSettings | Mapping[str, Any] | None = None,
         on_midstream_failure: Literal["raise", "continue"] = "raise",
+        routing: Sequence[RoutingRule | Mapping[str, Any]] | None = None,
     ) -> None:
         """The options are ``LadderSettings``' and mean the same on every entry point:
         ``timeout`` / ``max_retries`` are defaults for rungs that set none; ``decision_log`` a
@@ -107,6 +120,7 @@ class Cascade:
             circuit_breaker=circuit_breaker,
             early_abort=early_abort,
             hedge=hedge,
+            routing=routing,
             on_midstream_failure=on_midstream_failure,
         )
 
@@ -137,34 +151,60 @@ class Cascade:
     def __repr__(self) -> str:
         return f"Cascade({self.ladder.label!r}, name={self.name!r})"
 
-    def _call(self, prompt: Prompt, start_at: StartAt = None, thresholds: Thresholds = None) -> Call:
-        overrides = self.ladder.overrides(start_at, thresholds)
+    def _call(
+        self, prompt: Prompt, start_at: StartAt = None, thresholds: Thresholds = None, **route: Any
+    ) -> Call:
+        overrides = self.ladder.overrides(start_at, thresholds, **route)
         return Call(_request(prompt), self.ladder.models, self._resolve, overrides=overrides)
 
     def _resolve(self, model: Any, rung: int) -> Backend:
         return self.ladder.judge(model, rung)[0]
 
     # ``start_at`` (a rung's name or index) skips the rungs below it for this request;
-    # ``thresholds`` ({rung: threshold}) replaces rungs' thresholds for this request.
+    # ``thresholds`` ({rung: threshold}) replaces rungs' thresholds for this request;
+    # ``max_cost_usd``, ``deadline_s`` and ``route_metadata`` ({"tenant": ...}) are this
+    # request's inputs to the routing rules (``routing``).
 
-    def invoke(self, prompt: Prompt, *, start_at: StartAt = None, thresholds: Thresholds = None) -> Result:
-        return self.ladder.engine.run(self._call(prompt, start_at, thresholds))
+    def invoke(
+        self,
+        prompt: Prompt,
+        *,
+        start_at: StartAt = None,
+        thresholds: Thresholds = None,
+        **route: Unpack[RouteOptions],
+    ) -> Result:
+        return self.ladder.engine.run(self._call(prompt, start_at, thresholds, **route))
 
     async def ainvoke(
-        self, prompt: Prompt, *, start_at: StartAt = None, thresholds: Thresholds = None
+        self,
+        prompt: Prompt,
+        *,
+        start_at: StartAt = None,
+        thresholds: Thresholds = None,
+        **route: Unpack[RouteOptions],
     ) -> Result:
-        return await self.ladder.engine.arun(self._call(prompt, start_at, thresholds))
+        return await self.ladder.engine.arun(self._call(prompt, start_at, thresholds, **route))
 
     def stream(
-        self, prompt: Prompt, *, start_at: StartAt = None, thresholds: Thresholds = None
+        self,
+        prompt: Prompt,
+        *,
+        start_at: StartAt = None,
+        thresholds: Thresholds = None,
+        **route: Unpack[RouteOptions],
     ) -> Iterator[StreamEvent]:
         """Events: ``LiveChunk`` / ``WholeAnswer`` carry the answer, ``Finished`` the result."""
-        return self.ladder.engine.stream(self._call(prompt, start_at, thresholds))
+        return self.ladder.engine.stream(self._call(prompt, start_at, thresholds, **route))
 
     def astream(
-        self, prompt: Prompt, *, start_at: StartAt = None, thresholds: Thresholds = None
+        self,
+        prompt: Prompt,
+        *,
+        start_at: StartAt = None,
+        thresholds: Thresholds = None,
+        **route: Unpack[RouteOptions],
     ) -> AsyncIterator[StreamEvent]:
-        return self.ladder.engine.astream(self._call(prompt, start_at, thresholds))
+        return self.ladder.engine.astream(self._call(prompt, start_at, thresholds, **route))
 
     def record_feedback(
         self, request_id: str, score: float | bool, *, comment: str | None = None, rung: int | None = None

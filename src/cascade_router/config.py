@@ -3,7 +3,7 @@
 ```yaml
 name: support-bot
 rungs:
-  - model: openai:gpt-5-nano
+  - model: openai:gpt-4.1-nano
     scorer: {kind: logprob, aggregate: mean}
     threshold: 0.85
   - model: anthropic:claude-opus-4-6
@@ -36,6 +36,7 @@ from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.observability.redaction import safe_url, scrub
 from cascade_router.policy import OnExhausted, OnMissing, OnPolicyError, OnToolCall
 from cascade_router.pricing import Price
+from cascade_router.routing import RoutingRule, parse_rules
 from cascade_router.scorers import Scorer, parse_scorer
 
 MAX_TIMEOUT = 86_400.0
@@ -190,6 +191,9 @@ class Rung(BaseModel):
     a broken stream is continued on this rung (``on_midstream_failure: continue``): with prefill
     the emitted text is the assistant's message, without it a user turn also asks to continue.
     None: by provider (``anthropic``: yes)."""
+    context_window: int | None = Field(default=None, ge=1, le=100_000_000)
+    """The model's context window in tokens, for the ``context_length`` routing rule. None: the
+    price catalog's (`genai-prices`), where it knows the model."""
     price: Price | None = None
     """Price per million tokens; overrides the `genai-prices` catalog. ``0`` (or ``free``) for
     a model that costs nothing, such as one on your own machine: its calls then cost $0, where a
@@ -330,6 +334,10 @@ class LadderSettings(BaseModel):
     """Skip a rung whose endpoint keeps failing, and probe it again after a cooldown
     (``cascade_router.circuit``); ``{}`` for the defaults, ``{store: "redis://..."}`` to share
     the state between processes. None: off."""
+    routing: list[RoutingRule] = Field(default_factory=list)
+    """Routing rules asked before the ladder runs and before each rung (``cascade_router.routing``,
+    ``docs/routing.md``): ``context_length``, ``cost``, ``budget``, ``deadline``, ``domain``. A rung a rule
+    rules out is skipped (recorded with the rule's reason); a rule may refuse the request."""
     decision_log: str | Path | DecisionLog | None = None
     """Write one record per request to this log: a SQLite file path, a SQLAlchemy URL
     (``postgresql+psycopg://...``) or a ``DecisionLog``. None: no log."""
@@ -342,6 +350,11 @@ class LadderSettings(BaseModel):
     shadow: ShadowSettings | None = None
     """Call the rungs above the answering one for a sampled share of requests, off the request
     path, within a daily budget, and log their answers (needs ``decision_log``). None: off."""
+
+    @field_validator("routing", mode="before")
+    @classmethod
+    def _parse_routing(cls, value: Any) -> Any:
+        return parse_rules(value)
 
     @field_validator(
         "timeout", "max_retries", "retry_max_wait", "first_token_timeout", "stall_timeout", mode="before"

@@ -25,7 +25,13 @@ from cascade_router import policy
 from cascade_router.attempts import Attempt, Result
 from cascade_router.backend import Backend
 from cascade_router.circuit import CircuitBreakers
-from cascade_router.errors import CircuitOpenError, RungTimeoutError, ScorerError
+from cascade_router.errors import (
+    CircuitOpenError,
+    RequestRefusedError,
+    RoutedAroundError,
+    RungTimeoutError,
+    ScorerError,
+)
 from cascade_router.failures import classify, retry_after, status_of
 from cascade_router.hedging import HedgeState
 from cascade_router.model_io import Message, ModelOutput, Request, Usage
@@ -44,6 +50,7 @@ from cascade_router.records import (
     midstream_error,
     request_record,
 )
+from cascade_router.routing import RequestLimits, RouteContext, Router
 from cascade_router.scorers import Score, structural_problem
 from cascade_router.scorers.base import as_probability
 from cascade_router.scorers.validity import EMPTY_ANSWER
@@ -82,6 +89,10 @@ class Call:
     backends that report to the request's callbacks, which ended with it); None: ``backends``."""
     shadow_resolve: Resolver | None = None
     """The judges' resolver for shadow calls, likewise; None: ``resolve``."""
+    started: float = field(default_factory=time.perf_counter)
+    """When the call was made: the start of its deadline."""
+    scratch: dict[str, Any] = field(default_factory=dict, compare=False)
+    """What the engine works out once per request (the routing rules' view of it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,8 @@ class Overrides:
     strong model, say)."""
     thresholds: Mapping[int, float] = field(default_factory=dict)
     """Rung index to the threshold this request uses instead of the rung's own."""
+    limits: RequestLimits | None = None
+    """This request's cost limit, deadline and metadata, for the routing rules."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +228,7 @@ class Engine:
         early_abort: EarlyAbortSettings | None = None,
         hedge: HedgeSettings | None = None,
         on_midstream_failure: Literal["raise", "continue"] = "raise",
+        router: Router | None = None,
     ) -> None:
         """``propagate``: exception types that are control flow, not rung failures (LangGraph's
         interrupts, say); they pass through instead of falling back. ``telemetry`` defaults to
@@ -245,6 +259,8 @@ class Engine:
         on the next rung that streams live."""
         self.hedging = HedgeState(hedge, len(self.rungs)) if hedge is not None else None
         """The hedged mode's latencies and budget (None: off)."""
+        self.router = router
+        """The routing rules, asked before the request and before each rung (None: none)."""
         """Samples requests whose remaining rungs are called off the request path (None: off)."""
         self.signal_watch = SignalWatch(name)
         self.drift_watch = DriftWatch(name)
@@ -272,6 +288,8 @@ class Engine:
 
     def _done(self, state: _InFlight, result: Result | None, error: BaseException | None) -> None:
         """Close the request's span and queue its decision-log record; never raises."""
+        if self.router is not None and self.router.needs_finish and state.call is not None:
+            self._teach(state.call, state.attempts)
         if result is not None:
             result.request_id = state.request_id
             result.trace_id = state.span.trace_id
@@ -320,6 +338,20 @@ class Engine:
         ):
             return  # the shadow job writes the record when its calls end
         write()
+
+    def _teach(self, call: Call, attempts: Sequence[Attempt]) -> None:
+        """What the routing rules learn from a finished request: each rung's latency (for
+        deadlines), and a provider's "too long" refusals (for context windows)."""
+        router = self.router
+        assert router is not None
+        ctx = self._route_ctx(call, attempts)
+        for attempt in attempts:
+            if attempt.decision in ("accept", "escalate"):
+                if router.needs_latencies and attempt.latency_s is not None:
+                    router.latencies.observe(attempt.rung, attempt.latency_s)
+            elif attempt.decision == "error" and attempt.error_class is not None:
+                router.learn(ctx, self.rungs[attempt.rung], attempt.error_class)
+        router.finish(ctx)
 
     def _shadow(self, call: Call, first: int, write: Callable[[Sequence[Attempt]], None]) -> float | None:
         """The rungs from ``first`` up, called for the log only (untraced, on a shadow thread),
@@ -534,25 +566,58 @@ class Engine:
             raise exhausted_error(attempts)
         return Result(attempts, conclusion.accepted, conclusion.outcome)
 
-    def _gate(self, rung: RungRuntime, backend: Backend, req: RequestSpan, attempts: list[Attempt]) -> bool:
-        """Whether the rung may be called now; when its circuit breaker is open, the skipped
-        attempt is recorded (with its span) and False returned."""
+    def _route_ctx(self, call: Call, attempts: Sequence[Attempt] = ()) -> RouteContext:
+        """The routing rules' view of this request, made once and kept on the call."""
+        ctx = call.scratch.get("route")
+        if ctx is None:
+            limits = call.overrides.limits if call.overrides is not None else None
+            latencies = self.router.latencies if self.router is not None else None
+            ctx = RouteContext(
+                call.request, self.rungs, limits or RequestLimits(), call.started, latencies=latencies
+            )
+            call.scratch["route"] = ctx
+        ctx.attempts = attempts
+        return ctx
+
+    def _admit(self, call: Call) -> None:
+        """Raise ``RequestRefusedError`` when a routing rule refuses the request."""
+        if self.router is None or not self.router.refuses:
+            return
+        refused = self.router.refusal(self._route_ctx(call))
+        if refused is not None:
+            raise RequestRefusedError(*refused)
+
+    def _gate(
+        self, call: Call, rung: RungRuntime, backend: Backend, req: RequestSpan, attempts: list[Attempt]
+    ) -> bool:
+        """Whether the rung may be called now; when its circuit breaker is open or a routing
+        rule rules it out, the skipped attempt is recorded (with its span) and False returned."""
         breakers = self.breakers
-        if breakers is None or breakers.gate(rung.index) != "open":
+        exc: Exception
+        if breakers is not None and breakers.gate(rung.index) == "open":
+            exc, reason, details = CircuitOpenError(rung.name, breakers.keys[rung.index]), "circuit open", {}
+        elif self.router is not None and (ruled := self.router.skip(self._route_ctx(call, attempts), rung)):
+            kind, why = ruled
+            exc, reason, details = (
+                RoutedAroundError(rung.name, kind, why),
+                f"{why} ({kind} rule)",
+                {"rule": kind},
+            )
+        else:
             return True
-        exc = CircuitOpenError(rung.name, breakers.keys[rung.index])
         attempt = Attempt(
             rung=rung.index,
             name=rung.name,
             provider=rung.provider or backend.provider,
             model=rung.model or backend.model,
             decision="skipped",
-            reason="skipped: circuit open",
+            reason=f"skipped: {reason}",
             threshold=rung.threshold,
             error=error_text(exc),
             error_class=None,
             exception=exc,
             cost_usd=0.0,  # not called: nothing to pay
+            details=details,
             evidence=Evidence(error=exc),
         )
         span = req.rung(rung.index, rung.name, rung.model or backend.model)
@@ -983,7 +1048,12 @@ class Engine:
         rung = self.rungs[index]
         overrides = call.overrides
         if overrides is not None and index in overrides.thresholds:
-            return replace(rung, threshold=overrides.thresholds[index])
+            rung = replace(rung, threshold=overrides.thresholds[index])
+        router = self.router
+        bound = router.timeout(self._route_ctx(call)) if router is not None and router.bounds_calls else None
+        if bound is not None and (rung.timeout is None or bound < rung.timeout):
+            # A deadline: the rung gets what is left of it, if that is less than its own timeout.
+            rung = replace(rung, timeout=bound)
         return rung
 
     def _next(self, call: Call, attempts: list[Attempt]) -> int | None:
@@ -1001,7 +1071,7 @@ class Engine:
         """Call rung ``index`` and append its attempt (also when the call is cut off).
         ``on_low``: told when the rung's streamed prefix is low enough to hedge."""
         rung, backend = self._rung(call, index), call.backends[index]
-        if not self._gate(rung, backend, req, attempts):
+        if not self._gate(call, rung, backend, req, attempts):
             return
         span = req.rung(index, rung.name, rung.model or backend.model)
         attempt: Attempt | None = None
@@ -1096,6 +1166,7 @@ class Engine:
         state = self._start(call)
         req, attempts = state.span, state.attempts
         try:
+            self._admit(call)
             with req.active():
                 while (index := self._next(call, attempts)) is not None:
                     self._pause(attempts)
@@ -1126,7 +1197,7 @@ class Engine:
         on_low: OnLowPrefix | None = None,
     ) -> None:
         rung, backend = self._rung(call, index), call.backends[index]
-        if not self._gate(rung, backend, req, attempts):
+        if not self._gate(call, rung, backend, req, attempts):
             return
         span = req.rung(index, rung.name, rung.model or backend.model)
         attempt: Attempt | None = None
@@ -1222,6 +1293,7 @@ class Engine:
         state = self._start(call)
         req, attempts = state.span, state.attempts
         try:
+            self._admit(call)
             with req.active():
                 while (index := self._next(call, attempts)) is not None:
                     await self._apause(attempts)
@@ -1522,6 +1594,7 @@ class Engine:
         live: set[int] = set()
         cont: _Continuation | None = None
         try:
+            self._admit(call)
             while (index := self._next(call, attempts)) is not None:
                 if not self._streams_live(index):
                     self._pause(attempts)
@@ -1530,7 +1603,7 @@ class Engine:
                     continue
                 rung, backend = self._rung(call, index), call.backends[index]
                 self._pause(attempts)
-                if not self._gate(rung, backend, req, attempts):
+                if not self._gate(call, rung, backend, req, attempts):
                     continue
                 request = cont.request if cont is not None else call.request
                 # A continuation is not raced: the emitted text is already the caller's.
@@ -1656,6 +1729,7 @@ class Engine:
         live: set[int] = set()
         cont: _Continuation | None = None
         try:
+            self._admit(call)
             while (index := self._next(call, attempts)) is not None:
                 if not self._streams_live(index):
                     await self._apause(attempts)
@@ -1664,7 +1738,7 @@ class Engine:
                     continue
                 rung, backend = self._rung(call, index), call.backends[index]
                 await self._apause(attempts)
-                if not self._gate(rung, backend, req, attempts):
+                if not self._gate(call, rung, backend, req, attempts):
                     continue
                 request = cont.request if cont is not None else call.request
                 raced = await self._arace_live(call, index, req, attempts, request) if cont is None else None

@@ -71,6 +71,46 @@ class RungTimeoutError(CascadeError, TimeoutError):
         return (self.__class__, (self.rung, self.timeout, self.what))
 
 
+class RoutedAroundError(CascadeError):
+    """A rung was skipped, not called: a routing rule ruled it out for this request
+    (``cascade_router.routing``). Stands for the skipped attempt inside ``CascadeExhaustedError``."""
+
+    def __init__(self, rung: str, rule: str, reason: str) -> None:
+        self.rung = rung
+        self.rule = rule
+        self.reason = reason
+        super().__init__(f"rung {rung!r} skipped by the {rule} rule: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.rung, self.rule, self.reason))
+
+
+class RequestRefusedError(CascadeError):
+    """A routing rule refused the request before any rung was called (a domain or safety rule
+    with ``refuse``); the message is the rule's."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        self.rule = rule
+        self.reason = reason
+        super().__init__(f"refused by the {rule} rule: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.rule, self.reason))
+
+
+class BudgetExceededError(CascadeError):
+    """A budget (``{kind: budget, over: raise}``) cannot cover the next rung's worst-case cost:
+    the request ends here, before the call."""
+
+    def __init__(self, budget: str, reason: str) -> None:
+        self.budget = budget
+        self.reason = reason
+        super().__init__(f"budget {budget} exceeded: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.budget, self.reason))
+
+
 class CircuitOpenError(CascadeError):
     """A rung was skipped, not called: its circuit breaker is open (``cascade_router.circuit``).
 

@@ -19,7 +19,14 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from pydantic import ValidationError
 
 from cascade_router import policy
-from cascade_router.circuit import CircuitBreakers, CircuitBreakerSettings, breaker_key, endpoint_of
+from cascade_router.catalog import capabilities
+from cascade_router.circuit import (
+    DEFAULT_ENDPOINTS,
+    CircuitBreakers,
+    CircuitBreakerSettings,
+    breaker_key,
+    endpoint_of,
+)
 from cascade_router.config import (
     Calibration,
     EarlyAbortSettings,
@@ -37,7 +44,8 @@ from cascade_router.observability.decision_log import DecisionLog, shared_log
 from cascade_router.observability.redaction import register_object_secrets
 from cascade_router.observability.shadow import ShadowSampler
 from cascade_router.observability.telemetry import Telemetry
-from cascade_router.pricing import Price
+from cascade_router.pricing import Price, catalog_context_window
+from cascade_router.routing import RequestLimits, Router, RoutingRule
 from cascade_router.scorers import Scorer
 
 M = TypeVar("M")
@@ -71,10 +79,61 @@ class RungRuntime:
     on_policy_error: policy.OnPolicyError = "raise"
     prefill: bool = False
     """Whether the provider continues a final assistant message (``Rung.prefill``)."""
+    context_window: int | None = None
+    """The model's context window in tokens (``Rung.context_window``, else the catalog's)."""
+    max_output_tokens: int | None = None
+    """The most tokens the model is asked to answer with (its ``max_tokens``), where stated."""
 
     @property
     def has_scorer(self) -> bool:
         return self.scorer is not None
+
+
+ROUTE_KWARGS = ("max_cost_usd", "deadline_s", "route_metadata")
+"""Per-request keyword arguments for the routing rules, taken by every entry point."""
+
+
+def request_limits(
+    max_cost_usd: Any = None, deadline_s: Any = None, route_metadata: Any = None
+) -> RequestLimits | None:
+    """One request's routing inputs, checked; None when it gives none."""
+    if max_cost_usd is None and deadline_s is None and not route_metadata:
+        return None
+    for field_name, value in (("max_cost_usd", max_cost_usd), ("deadline_s", deadline_s)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf")
+        ):
+            raise ConfigError(field_name, f"expected a positive number, got {value!r}")
+    if route_metadata is not None and not isinstance(route_metadata, Mapping):
+        raise ConfigError("route_metadata", f"expected a mapping, got {type(route_metadata).__name__}")
+    return RequestLimits(
+        float(max_cost_usd) if max_cost_usd is not None else None,
+        float(deadline_s) if deadline_s is not None else None,
+        dict(route_metadata or {}),
+    )
+
+
+_MAX_TOKENS_ATTRS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict")
+
+
+def max_tokens_of(spec: Any, model: Any) -> int | None:
+    """The answer length a rung's model is limited to: ``max_tokens`` in a model mapping, or the
+    model object's own setting (LangChain's and LlamaIndex's chat models, the native backends)."""
+    for source in (spec, model):
+        if isinstance(source, Mapping):
+            value = source.get("max_tokens")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+            continue
+        for attr in _MAX_TOKENS_ATTRS:
+            value = getattr(source, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def _catalog_window(provider: str | None, model: str | None) -> int | None:
+    return catalog_context_window(provider, model) if model else None
 
 
 def runtimes_for(
@@ -82,6 +141,7 @@ def runtimes_for(
     identities: Sequence[tuple[str | None, str | None]],
     fallback: Sequence[str],
     *,
+    models: Sequence[Any] = (),
     timeout: float | None = None,
     max_retries: int = 0,
     first_token_timeout: float | None = None,
@@ -127,6 +187,9 @@ def runtimes_for(
                 prefill=rung.prefill
                 if rung.prefill is not None
                 else (rung.provider or identities[i][0] or "").lower() == "anthropic",
+                context_window=rung.context_window
+                or _catalog_window(rung.provider or identities[i][0], identities[i][1]),
+                max_output_tokens=max_tokens_of(rung.model, models[i] if i < len(models) else None),
             )
         )
     return out
@@ -224,13 +287,22 @@ class Ladder(Generic[M]):
         return self.judges.get(ref)
 
     def overrides(
-        self, start_at: int | str | None = None, thresholds: Mapping[int | str, float] | None = None
+        self,
+        start_at: int | str | None = None,
+        thresholds: Mapping[int | str, float] | None = None,
+        *,
+        max_cost_usd: float | None = None,
+        deadline_s: float | None = None,
+        route_metadata: Mapping[str, Any] | None = None,
     ) -> Overrides | None:
         """One request's overrides, rungs named by index or name; None when there are none.
+        ``max_cost_usd``, ``deadline_s`` and ``route_metadata`` are for the routing rules.
 
-        Raises ``ConfigError`` naming what is wrong: an unknown rung, a threshold outside [0, 1].
+        Raises ``ConfigError`` naming what is wrong: an unknown rung, a threshold outside [0, 1],
+        a limit that is not a positive number.
         """
-        if start_at is None and not thresholds:
+        limits = request_limits(max_cost_usd, deadline_s, route_metadata)
+        if start_at is None and not thresholds and limits is None:
             return None
         start = 0 if start_at is None else self._rung_index(start_at, "start_at")
         resolved: dict[int, float] = {}
@@ -239,7 +311,7 @@ class Ladder(Generic[M]):
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise ConfigError(f"thresholds[{ref!r}]", f"expected a number in [0, 1], got {value!r}")
             resolved[index] = float(value)
-        return Overrides(start, resolved)
+        return Overrides(start, resolved, limits)
 
     def _rung_index(self, ref: int | str, field_name: str) -> int:
         names = [r.name for r in self.engine.rungs]
@@ -289,6 +361,7 @@ def build_ladder(
     early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
     hedge: HedgeSettings | Mapping[str, Any] | None = None,
     on_midstream_failure: Literal["raise", "continue"] = "raise",
+    routing: Sequence[RoutingRule | Mapping[str, Any]] | None = None,
 ) -> Ladder[M]:
     """Assemble a ladder from its rungs and the ladder settings (``LadderSettings``' fields).
 
@@ -316,6 +389,7 @@ def build_ladder(
             early_abort=early_abort,
             hedge=hedge,
             on_midstream_failure=on_midstream_failure,
+            routing=routing or [],
         )
     except ValidationError as exc:
         raise ConfigError(*validation_problem(exc)) from None
@@ -335,6 +409,7 @@ def build_ladder(
         parsed,
         identities,
         [bind.fallback_name(m, i) for i, m in enumerate(models)],
+        models=models,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
         first_token_timeout=settings.first_token_timeout,
@@ -375,6 +450,7 @@ def build_ladder(
         early_abort=settings.early_abort,
         hedge=settings.hedge,
         on_midstream_failure=settings.on_midstream_failure,
+        router=Router(settings.routing, runtimes) if settings.routing else None,
     )
     resolved = [
         r if r.model is m else r.model_copy(update={"model": m}) for r, m in zip(parsed, models, strict=True)
@@ -436,9 +512,19 @@ class LadderModel(LadderSettings):
 def _check_signals(rung: Rung, model: Any, bind: Binding[Any], field: str) -> None:
     # A logprob scorer on a model that never returns logprobs would escalate every request for a
     # missing signal: a configuration mistake, so it is refused here rather than paid for later.
-    if rung.scorer is None or not rung.scorer.needs_logprobs() or bind.returns_logprobs(model) is not False:
+    if rung.scorer is None or not rung.scorer.needs_logprobs():
         return
     identity = bind.identity(model)
+    returns = bind.returns_logprobs(model)
+    provider = rung.provider or identity[0]
+    endpoint = endpoint_of(model)
+    hosted = endpoint is None or endpoint.rstrip("/") == DEFAULT_ENDPOINTS.get(provider or "")
+    if returns is not False and hosted and identity[1]:
+        # The provider's own API may refuse them whatever the client asks (OpenAI's reasoning
+        # models; Claude has none): the catalog knows. Not for a server of one's own.
+        returns = False if capabilities(provider, identity[1]).logprobs is False else returns
+    if returns is not False:
+        return
     raise ConfigError(
         field,
         f"{identity[0] or type(model).__name__}:{identity[1]} returns no token logprobs, so a "

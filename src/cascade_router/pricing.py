@@ -54,6 +54,8 @@ class _CatalogEntry:
     """Flat per-token prices, the common case, computed here without the catalog's overhead."""
     slow: tuple[Any, Any] | None
     """(provider, model) of the catalog, for tiered prices that depend on the request size."""
+    context_window: int | None = None
+    """The model's context window in tokens, where the catalog knows it."""
 
 
 _cache: dict[tuple[str | None, str], _CatalogEntry | None] = {}
@@ -86,10 +88,12 @@ def _lookup(provider: str | None, model: str) -> _CatalogEntry | None:
     else:
         prices = cat_model.get_prices(datetime.now(tz=UTC))
         inp, out = getattr(prices, "input_mtok", None), getattr(prices, "output_mtok", None)
+        window = getattr(cat_model, "context_window", None)
+        window = window if isinstance(window, int) else None
         if isinstance(inp, Decimal) and isinstance(out, Decimal):
-            entry = _CatalogEntry(Price(input_per_mtok=float(inp), output_per_mtok=float(out)), None)
+            entry = _CatalogEntry(Price(input_per_mtok=float(inp), output_per_mtok=float(out)), None, window)
         else:
-            entry = _CatalogEntry(None, (cat_provider, cat_model))
+            entry = _CatalogEntry(None, (cat_provider, cat_model), window)
     with _cache_lock:
         _cache[key] = entry
     return entry
@@ -99,6 +103,12 @@ def catalog_price(provider: str | None, model: str) -> Price | None:
     """The catalog's flat price for a model, or None when unknown or tiered."""
     entry = _lookup(provider, model)
     return entry.flat if entry is not None else None
+
+
+def catalog_context_window(provider: str | None, model: str) -> int | None:
+    """The catalog's context window for a model (tokens), or None when unknown."""
+    entry = _lookup(provider, model)
+    return entry.context_window if entry is not None else None
 
 
 def cost_usd(

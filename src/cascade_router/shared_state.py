@@ -1,9 +1,9 @@
 """State that must hold across requests, and across processes when many workers serve one app.
 
 One small interface, ``StateStore``: counters with expiry, plain values, set-if-absent (a lock
-or a single probe) and delete. ``MemoryStore`` keeps them in this process; ``RedisStore`` in a
-Redis server, so that every worker and machine sees the same circuit breakers (and, later,
-budgets and latency statistics). ``open_store("redis://...")`` picks one from a URL.
+or a single probe), decimal counters with a limit (budgets) and delete. ``MemoryStore`` keeps
+them in this process; ``RedisStore`` in a Redis server, so that every worker and machine sees
+the same circuit breakers and budgets. ``open_store("redis://...")`` picks one from a URL.
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ class StateStore(Protocol):
 
     def ping(self) -> None:
         """Raise when the store cannot be reached."""
+        ...
+
+    def add_float(
+        self, key: str, amount: float, ttl: float | None = None, limit: float | None = None
+    ) -> float | None:
+        """Add ``amount`` to a decimal counter (0 when absent) and return the new total, in one
+        atomic step; with ``limit``, only when the total stays at or under it (else None and
+        nothing changes). ``ttl`` is set on creation. What budgets reserve and settle with."""
         ...
 
 
@@ -90,11 +98,37 @@ class MemoryStore:
             for key in keys:
                 self._values.pop(key, None)
 
+    def add_float(
+        self, key: str, amount: float, ttl: float | None = None, limit: float | None = None
+    ) -> float | None:
+        now = time.monotonic()
+        with self._lock:
+            current = self._live(key, now)
+            total = (float(current) if current is not None else 0.0) + amount
+            if limit is not None and total > limit:
+                return None
+            expiry = self._values[key][1] if current is not None else (None if ttl is None else now + ttl)
+            self._values[key] = (repr(total), expiry)
+            return total
+
     def ping(self) -> None:
         return None
 
     def __repr__(self) -> str:
         return "MemoryStore()"
+
+
+_ADD_FLOAT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[2] ~= '' and current + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  return false
+end
+local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3], 'NX')
+end
+return total
+"""
 
 
 class RedisStore:
@@ -142,6 +176,20 @@ class RedisStore:
     def delete(self, *keys: str) -> None:
         if keys:
             self._client.delete(*[self._k(k) for k in keys])
+
+    def add_float(
+        self, key: str, amount: float, ttl: float | None = None, limit: float | None = None
+    ) -> float | None:
+        # One script, so that the check and the addition are one step for every client.
+        got = self._client.eval(
+            _ADD_FLOAT,
+            1,
+            self._k(key),
+            repr(amount),
+            "" if limit is None else repr(limit),
+            "" if ttl is None else str(max(1, int(ttl * 1000))),
+        )
+        return None if got is None else float(got)
 
     def ping(self) -> None:
         self._client.ping()

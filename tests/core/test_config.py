@@ -88,11 +88,11 @@ def test_core_rung_model_must_be_a_backend_or_a_native_spec() -> None:
     ):
         Cascade([{"model": 42}])
     with pytest.raises(ConfigError, match=r"^rungs\[0\]\.model: expected 'provider:model'"):
-        Cascade([{"model": "gpt-5-nano"}])
+        Cascade([{"model": "gpt-4.1-nano"}])
     with pytest.raises(ConfigError, match=r"^rungs\[1\]\.model: no native backend for provider 'mistral'"):
-        Cascade([{"model": "openai:gpt-5-nano"}, {"model": "mistral:large"}])
+        Cascade([{"model": "openai:gpt-4.1-nano"}, {"model": "mistral:large"}])
     with pytest.raises(ConfigError, match=r"^rungs\[0\]\.model: a model mapping needs string 'provider'"):
-        Cascade([{"model": {"model": "gpt-5-nano"}}])
+        Cascade([{"model": {"model": "gpt-4.1-nano"}}])
     # Strings and mappings build the native backends, with their options.
     cascade = Cascade(
         [
@@ -123,7 +123,7 @@ YAML = """
 name: support-bot
 on_exhausted: best
 rungs:
-  - model: openai:gpt-5-nano
+  - model: openai:gpt-4.1-nano
     scorer: {kind: logprob, aggregate: min}
     threshold: 0.85
     timeout: 5
@@ -136,7 +136,7 @@ name = "support-bot"
 on_exhausted = "best"
 
 [[rungs]]
-model = "openai:gpt-5-nano"
+model = "openai:gpt-4.1-nano"
 threshold = 0.85
 timeout = 5
 scorer = { kind = "logprob", aggregate = "min" }

@@ -42,7 +42,7 @@ from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, Rung, as_rungs, check_ladder, load_config
 from cascade_router.engine import Call, Engine, Finished, LiveChunk, LiveText, StreamEvent, WholeAnswer
-from cascade_router.ladder import Ladder, LadderModel, build_ladder
+from cascade_router.ladder import ROUTE_KWARGS, Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request, Usage
 from langchain_cascade_router._backend import LANGCHAIN_BINDING, LangChainBackend
 from langchain_cascade_router._convert import (
@@ -144,7 +144,7 @@ class CascadeChatModel(BaseChatModel, LadderModel):
     llm = CascadeChatModel(
         rungs=[
             {
-                "model": ChatOpenAI(model="gpt-5-nano", logprobs=True),
+                "model": ChatOpenAI(model="gpt-4.1-nano", logprobs=True),
                 "scorer": LogprobScorer(),
                 "threshold": 0.8,
                 "name": "nano",
@@ -390,7 +390,8 @@ class CascadeChatModel(BaseChatModel, LadderModel):
         # are the cascade's, never passed on to the rungs.
         kwargs = dict(kwargs)
         start_at, thresholds = kwargs.pop("start_at", None), kwargs.pop("thresholds", None)
-        overrides = self._ladder.ladder.overrides(start_at, thresholds)
+        route = {k: kwargs.pop(k) for k in ROUTE_KWARGS if k in kwargs}
+        overrides = self._ladder.ladder.overrides(start_at, thresholds, **route)
         call_kwargs = self._call_kwargs(kwargs)
         ladder = self._ladder
         # The cascade's run: handed in by generate(), published by stream() / astream() (which
@@ -773,7 +774,13 @@ def _present(parsed: Any) -> Any:
     return parsed
 
 
-CONFIGURABLE = {"cascade_start_at": "start_at", "cascade_thresholds": "thresholds"}
+CONFIGURABLE = {
+    "cascade_start_at": "start_at",
+    "cascade_thresholds": "thresholds",
+    "cascade_max_cost_usd": "max_cost_usd",
+    "cascade_deadline_s": "deadline_s",
+    "cascade_route_metadata": "route_metadata",
+}
 """``config["configurable"]`` keys read as this request's overrides (``with_config``)."""
 
 

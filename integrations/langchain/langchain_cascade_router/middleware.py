@@ -21,6 +21,7 @@ from cascade_router.ladder import Binding, Ladder, build_ladder
 from cascade_router.model_io import ModelOutput, Request
 from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.policy import OnExhausted, OnPolicyError
+from cascade_router.routing import RoutingRule
 from langchain_cascade_router._backend import LANGCHAIN_BINDING, LangChainBackend
 from langchain_cascade_router._convert import to_core_messages, to_output, tool_names, usage_metadata
 from langchain_cascade_router._runs import NOSTREAM
@@ -134,6 +135,7 @@ class CascadeMiddleware(AgentMiddleware):
         early_abort: EarlyAbortSettings | Mapping[str, Any] | None = None,
         hedge: HedgeSettings | Mapping[str, Any] | None = None,
         on_midstream_failure: Literal["raise", "continue"] = "raise",
+        routing: Sequence[RoutingRule | Mapping[str, Any]] | None = None,
     ) -> None:
         """The options are ``LadderSettings``' and mean what they mean on ``CascadeChatModel``."""
         super().__init__()
@@ -157,6 +159,7 @@ class CascadeMiddleware(AgentMiddleware):
             circuit_breaker=circuit_breaker,
             early_abort=early_abort,
             hedge=hedge,
+            routing=routing,
             on_midstream_failure=on_midstream_failure,
         )
         # What the agent's handler calls for each rung: the rung's model, unstreamed. The

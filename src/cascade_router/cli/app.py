@@ -18,6 +18,7 @@ from cascade_router.cli import demo as _cli_demo
 from cascade_router.cli import evaluate as _cli_eval
 from cascade_router.cli import health as _cli_health
 from cascade_router.cli import label as _cli_label
+from cascade_router.cli import models as _cli_models
 from cascade_router.cli import record as _cli_record
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog, SchemaError, database_url
@@ -40,6 +41,7 @@ _cli_label.register(app)
 _cli_label.register_log(log_app)
 _cli_demo.register(app)
 _cli_health.register(app)
+_cli_models.register(app)
 
 
 def _out() -> Console:

@@ -60,6 +60,9 @@ ERROR_CLASS = "cascade.error.class"
 """What a rung's error means (``cascade_router.failures``): retryable, timeout, context_length..."""
 CIRCUIT = "cascade.circuit.state"
 """``open`` on a rung skipped because its circuit breaker is open."""
+ROUTING_RULE = "cascade.routing.rule"
+"""On a rung skipped by a routing rule: the rule's kind (``context_length``, ``domain``...);
+``cascade.decision.reason`` says why."""
 """Why the rung's answer was accepted or escalated (``score 0.412 < threshold 0.85``, ``final
 rung``): a decision's reason, whichever way it went."""
 ROLE = "cascade.role"

@@ -257,7 +257,11 @@ class RungSpan:
                 if isinstance(drift, dict):
                     span.add_event(sc.DRIFT_EVENT, drift)
                 if attempt.decision == "skipped":
-                    span.set_attribute(sc.CIRCUIT, "open")
+                    rule = attempt.details.get("rule")
+                    if rule is not None:
+                        span.set_attribute(sc.ROUTING_RULE, str(rule))
+                    else:
+                        span.set_attribute(sc.CIRCUIT, "open")
                 if attempt.decision == "error":
                     exc = attempt.exception
                     span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__ if exc else "error")

@@ -41,7 +41,7 @@ from cascade_router.backend import Backend
 from cascade_router.config import LadderConfig, Rung, as_rungs, check_ladder, load_config
 from cascade_router.engine import Call, Engine, Finished, LiveChunk, LiveText, StreamEvent, WholeAnswer
 from cascade_router.errors import ConfigError
-from cascade_router.ladder import Binding, Ladder, LadderModel, build_ladder
+from cascade_router.ladder import ROUTE_KWARGS, Binding, Ladder, LadderModel, build_ladder
 from cascade_router.model_io import Request
 from cascade_router.model_spec import build_error, model_spec
 from cascade_router.openai_format import asking_logprobs
@@ -266,7 +266,10 @@ class CascadeLLM(FunctionCallingLLM, LadderModel):
     ) -> Call:
         kwargs = dict(kwargs)
         # This request's overrides (chat(..., start_at="strong", thresholds={"cheap": 0.9})).
-        overrides = self._ladder.overrides(kwargs.pop("start_at", None), kwargs.pop("thresholds", None))
+        route = {k: kwargs.pop(k) for k in ROUTE_KWARGS if k in kwargs}
+        overrides = self._ladder.overrides(
+            kwargs.pop("start_at", None), kwargs.pop("thresholds", None), **route
+        )
         tools = kwargs.pop("tools", None) or ()
         tool_kwargs: dict[str, Any] = {
             k: kwargs.pop(k) for k in ("allow_parallel_tool_calls", "tool_required") if k in kwargs
