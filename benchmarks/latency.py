@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,16 +213,28 @@ def hedge(
     has not ended after ``delay_s``, and the budget (``max_share`` of the requests so far)
     allows, GPT-4 starts then; the first acceptable answer wins and the other call is cancelled
     (billed for its prompt and the tokens it generated until then)."""
+    return _hedged(items, max_share, rates, lambda _, r: delay_s if r["cheap_s"] > delay_s else None)
+
+
+def _hedged(
+    items: dict[str, dict[str, Any]],
+    max_share: float,
+    rates: argparse.Namespace,
+    start: Callable[[str, dict[str, Any]], float | None],
+) -> dict[str, dict[str, Any]]:
+    """Each item, hedged when ``start`` gives GPT-4 a start time and the budget (``max_share``
+    of the requests so far) allows."""
     out: dict[str, dict[str, Any]] = {}
     requests = hedges = 0
     for item_id, r in items.items():
         requests += 1
         row = dict(r, hedged=False)
         out[item_id] = row
-        if r["cheap_s"] <= delay_s or hedges + 1 > max(1.0, max_share * requests):
+        started = start(item_id, r)
+        if started is None or hedges + 1 > max(1.0, max_share * requests):
             continue
         hedges += 1
-        _race(row, r, delay_s, rates)
+        _race(row, r, started, rates)
     return out
 
 
@@ -281,18 +293,12 @@ def hedge_on_prefix(
     while the cheap rung goes on. An abort or rejection then waits only for the GPT-4 call
     already under way; an accepted cheap answer that ends first wins, and GPT-4 is cancelled
     (billed for its prompt and the tokens generated until then)."""
-    out: dict[str, dict[str, Any]] = {}
-    requests = hedges = 0
-    for item_id, r in items.items():
-        requests += 1
-        row = dict(r, hedged=False)
-        out[item_id] = row
+
+    def start(item_id: str, r: dict[str, Any]) -> float | None:
         point = points[item_id]
-        if point is None or hedges + 1 > max(1.0, max_share * requests):
-            continue
-        hedges += 1
-        _race(row, r, rates.cheap_ttft + point / rates.cheap_rate, rates)
-    return out
+        return None if point is None else rates.cheap_ttft + point / rates.cheap_rate
+
+    return _hedged(items, max_share, rates, start)
 
 
 def summary(items: dict[str, dict[str, Any]], buffered: dict[str, dict[str, Any]]) -> dict[str, Any]:

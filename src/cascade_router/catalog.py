@@ -11,6 +11,7 @@ settings (``price``, ``context_window``, ``prefill``, ``max_tokens``) override t
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -116,8 +117,10 @@ _TABLE: list[tuple[str, re.Pattern[str], Capabilities]] = [
 ]
 
 
+@functools.lru_cache(maxsize=1024)
 def capabilities(provider: str | None, model: str) -> Capabilities:
-    """The table's row for a model, or an empty one (nothing known)."""
+    """The table's row for a model, or an empty one (nothing known). Cached: the cost rules ask
+    for a rung's longest answer on every request."""
     p = catalog_provider(provider)
     for row_provider, pattern, caps in _TABLE:
         if (p is None or p == row_provider) and pattern.match(model):

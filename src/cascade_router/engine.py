@@ -566,8 +566,9 @@ class Engine:
             raise exhausted_error(attempts)
         return Result(attempts, conclusion.accepted, conclusion.outcome)
 
-    def _route_ctx(self, call: Call, attempts: Sequence[Attempt] = ()) -> RouteContext:
-        """The routing rules' view of this request, made once and kept on the call."""
+    def _route_ctx(self, call: Call, attempts: Sequence[Attempt] | None = None) -> RouteContext:
+        """The routing rules' view of this request, made once and kept on the call; ``attempts``
+        (when given) are the request's attempts so far."""
         ctx = call.scratch.get("route")
         if ctx is None:
             limits = call.overrides.limits if call.overrides is not None else None
@@ -576,7 +577,8 @@ class Engine:
                 call.request, self.rungs, limits or RequestLimits(), call.started, latencies=latencies
             )
             call.scratch["route"] = ctx
-        ctx.attempts = attempts
+        if attempts is not None:
+            ctx.attempts = attempts
         return ctx
 
     def _admit(self, call: Call) -> None:

@@ -1,14 +1,14 @@
-"""The ``hedged`` mode's state: each rung's recent latencies (for the delay) and the budget of
-extra calls. Per process; the decisions it feeds are made by the engine's drivers."""
+"""The ``hedged`` mode's state: each rung's recent latencies (for the delay, a ``RungLatencies``)
+and the budget of extra calls. Per process; the decisions it feeds are made by the engine's drivers."""
 
 from __future__ import annotations
 
 import os
 import threading
 import weakref
-from collections import deque
 
 from cascade_router.config import HedgeSettings
+from cascade_router.routing.base import RungLatencies
 
 
 class HedgeState:
@@ -16,7 +16,7 @@ class HedgeState:
 
     def __init__(self, settings: HedgeSettings, n_rungs: int) -> None:
         self.settings = settings
-        self._latencies: list[deque[float]] = [deque(maxlen=settings.window) for _ in range(n_rungs)]
+        self._latencies = RungLatencies(n_rungs, window=settings.window)
         self._lock = threading.Lock()
         self.requests = 0
         self.hedges = 0
@@ -24,8 +24,7 @@ class HedgeState:
 
     def observe(self, rung: int, latency_s: float) -> None:
         """A rung answered after ``latency_s`` seconds."""
-        with self._lock:
-            self._latencies[rung].append(latency_s)
+        self._latencies.observe(rung, latency_s)
 
     def count_request(self) -> None:
         with self._lock:
@@ -36,14 +35,8 @@ class HedgeState:
         settings = self.settings
         if settings.delay_s is not None:
             return settings.delay_s
-        with self._lock:
-            seen = sorted(self._latencies[rung])
-        if len(seen) < settings.min_samples:
-            return None
-        pos = settings.quantile * (len(seen) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(seen) - 1)
-        return seen[lo] + (seen[hi] - seen[lo]) * (pos - lo)
+        seen = self._latencies.quantile(rung, settings.quantile, settings.min_samples)
+        return seen[0] if seen is not None else None
 
     def take(self) -> bool:
         """Spend one hedge from the budget (``max_share`` of the requests so far); False when
