@@ -48,6 +48,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from cascade_router.observability.decision_log import DecisionLog
 from cascade_router.observability.telemetry import Telemetry
+from cascade_router.routing import PreRouterRule, difficulty
 from langchain_cascade_router import CascadeChatModel
 
 RESULTS = Path(__file__).parent / "results" / "overhead.json"
@@ -207,6 +208,21 @@ def sdk_replica() -> Callable[[], Any]:
 
 
 TENANT = {"tenant": "bench"}
+QUESTION = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes "
+    "muffins for her friends every day with four. She sells the remainder at the farmers' market "
+    "daily for $2 per fresh duck egg. How much in dollars does she make every day at the market?"
+)
+"""A GSM8K question (the first of its test set): what the pre-router is asked about."""
+
+
+def _prerouter() -> Any:
+    from cascade_router.evaluation.datasets import Dataset
+
+    data = Dataset.load("builtin:routellm-gsm8k")
+    texts = [str(item.request) for item in data]
+    right = [data.quality(item.id, "mistralai/Mixtral-8x7B-Instruct-v0.1") >= 0.5 for item in data]
+    return difficulty.fit(texts, {"cheap": right})
 
 
 def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
@@ -223,22 +239,33 @@ def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
         rungs=[{"model": Fake(), "scorer": lambda m, a: 0.1, "threshold": 0.5}, {"model": Fake()}],
         tracing=False,
     )
-    # Every routing rule configured (in-process budget store), on the ladder above.
+    # Every routing rule configured (in-process budget store), on the ladder above; the same
+    # rules but the deadline (what the rules cost when no call needs a time limit); the learned
+    # pre-router alone, fitted on the built-in GSM8K questions and asked about a GSM8K question
+    # (its cost grows with the request, up to 2,000 characters).
     priced = {"price": {"input_per_mtok": 1, "output_per_mtok": 1}, "context_window": 100_000}
-    ruled = CascadeChatModel(
-        rungs=[
-            {"model": Fake(), "name": "cheap", "scorer": lambda m, a: 0.9, "threshold": 0.5, **priced},
-            {"model": Fake(), "name": "strong", **priced},
-        ],
-        routing=[
-            {"kind": "context_length"},
-            {"kind": "cost", "max_cost_usd": 1.0, "output_tokens": 100},
-            {"kind": "deadline", "deadline_s": 60},
-            {"kind": "domain", "name": "medical", "keywords": ["diagnosis", "dosage"], "only": ["strong"]},
-            {"kind": "budget", "key": "tenant", "usd": 1e9, "output_tokens": 100},
-        ],
-        tracing=False,
-    )
+
+    def routed(rules: list[Any]) -> CascadeChatModel:
+        return CascadeChatModel(
+            rungs=[
+                {"model": Fake(), "name": "cheap", "scorer": lambda m, a: 0.9, "threshold": 0.5, **priced},
+                {"model": Fake(), "name": "strong", **priced},
+            ],
+            routing=rules,
+            tracing=False,
+        )
+
+    rules: list[Any] = [
+        {"kind": "context_length"},
+        {"kind": "cost", "max_cost_usd": 1.0, "output_tokens": 100},
+        {"kind": "deadline", "deadline_s": 60},
+        {"kind": "domain", "name": "medical", "keywords": ["diagnosis", "dosage"], "only": ["strong"]},
+        {"kind": "budget", "key": "tenant", "usd": 1e9, "output_tokens": 100},
+    ]
+    ruled = routed(rules)
+    no_deadline = routed([r for r in rules if r["kind"] != "deadline"])
+    prerouted = routed([PreRouterRule(model=_prerouter(), threshold=0.0)])
+    unrouted = routed([])  # the pre-router's baseline: the same ladder, the same question
     # The same ladder with a 60 s timeout on each rung: what the deadline rule's timeout costs
     # (a sync call with a time limit runs on a thread), so the rules' own logic is seen apart.
     timed = CascadeChatModel(
@@ -269,6 +296,11 @@ def variants(log: DecisionLog) -> dict[str, Callable[[], Any]]:
         "cascade_2_rungs_escalate_once": lambda: two_escalate.invoke("hi"),
         "cascade_2_rungs_accept_first_all_rules": lambda: ruled.invoke("hi", route_metadata=TENANT),
         "cascade_2_rungs_accept_first_timeout": lambda: timed.invoke("hi"),
+        "cascade_2_rungs_accept_first_rules_but_deadline": lambda: no_deadline.invoke(
+            "hi", route_metadata=TENANT
+        ),
+        "cascade_2_rungs_accept_first_prerouter": lambda: prerouted.invoke(QUESTION),
+        "cascade_2_rungs_accept_first_question": lambda: unrouted.invoke(QUESTION),
         "cascade_1_rung_traced": lambda: with_trace.invoke("hi"),
         "sdk_replica_of_the_spans": replica,
         "cascade_1_rung_logged": lambda: with_log.invoke("hi"),
@@ -371,21 +403,22 @@ def main() -> None:
         "cascade_1_rung",
         "bare",
     )
-    # What the routing rules add to a request, in microseconds (the same ladder without them).
-    rules_us = per_round(
-        per_call,
-        lambda ruled, plain: ruled - plain,
-        "cascade_2_rungs_accept_first_all_rules",
-        "cascade_2_rungs_accept_first",
-    )
-    rules_logic_us = per_round(
-        per_call,
-        lambda ruled, timed: ruled - timed,
-        "cascade_2_rungs_accept_first_all_rules",
-        "cascade_2_rungs_accept_first_timeout",
+
+    # What the routing rules add to a request, in microseconds: each routed ladder against the
+    # same ladder without the rules (or, for all of them, also with the deadline's time limit).
+    def added(variant: str, baseline: str) -> float:
+        return per_round(per_call, lambda a, b: a - b, variant, baseline)
+
+    rules_us = added("cascade_2_rungs_accept_first_all_rules", "cascade_2_rungs_accept_first")
+    rules_logic_us = added("cascade_2_rungs_accept_first_all_rules", "cascade_2_rungs_accept_first_timeout")
+    prerouter_us = added("cascade_2_rungs_accept_first_prerouter", "cascade_2_rungs_accept_first_question")
+    rules_but_deadline_us = added(
+        "cascade_2_rungs_accept_first_rules_but_deadline", "cascade_2_rungs_accept_first"
     )
     derived = {
         "routing_rules_added_us": rules_us,
+        "routing_rules_but_the_deadline_added_us": rules_but_deadline_us,
+        "prerouter_added_us": prerouter_us,
         "routing_rules_added_us_over_the_same_timeout": rules_logic_us,
         "extra_escalating_rung_in_bare_calls": (
             to_bare["cascade_2_rungs_escalate_once"]["ratio"]

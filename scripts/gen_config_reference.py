@@ -18,9 +18,18 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from cascade_router.adaptation import ThresholdAdaptation
 from cascade_router.config import LadderConfig, Rung
 from cascade_router.pricing import Price
-from cascade_router.routing import BudgetRule, ContextLengthRule, CostRule, DeadlineRule, DomainRule
+from cascade_router.routing import (
+    BudgetRule,
+    ContextLengthRule,
+    CostRule,
+    DeadlineRule,
+    DomainRule,
+    PreRouterAdaptation,
+    PreRouterRule,
+)
 from cascade_router.scorers import FirstAvailableScorer, JudgeScorer, LogprobScorer, ValidityScorer
 from cascade_router.scorers.learned import LearnedScorer
 
@@ -44,6 +53,13 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         DomainRule,
         "Keeps matching requests to named rungs, starts them higher, or refuses them.",
     ),
+    (
+        "Routing rule `pre_router`",
+        PreRouterRule,
+        "Skips a rung the learned difficulty model says the request will fail on.",
+    ),
+    ("Pre-router `adapt`", PreRouterAdaptation, "The pre-router's online recalibration from outcomes."),
+    ("`adapt_thresholds`", ThresholdAdaptation, "Rung thresholds that move with labelled feedback."),
 ]
 
 

@@ -424,6 +424,9 @@ def test_cli_calibrate_guaranteed_on_one_file_reported_on_another(tmp_path: Path
     assert ran.exit_code == 0, ran.output
     assert "chosen on cal.jsonl (400 items)" in ran.output
     assert "held-out (300 items)" in ran.output
+    # The written threshold is marked guaranteed: adapt_thresholds never moves it lower.
+    written = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert written["rungs"][0]["calibration"]["guaranteed"] is True
     saved = json.loads(report.read_text())
     certificate = saved["certificate"]
     # ε = 10 % of the strong rung's accuracy on the calibration file
@@ -515,6 +518,14 @@ def test_learn_and_calibrate_from_the_decision_log(tmp_path: Path) -> None:
     assert calibrated.exit_code == 0, calibrated.output
     assert "held-out (40 items)" in calibrated.output  # the 80 requests labelled for both rungs, split in two
     assert load_config(tmp_path / "cal.yaml").rungs[0].model == "openai:gpt-4o-mini"  # the production ladder
+    # a pre-router from the same labelled traffic, for the same production ladder
+    prerouted = runner.invoke(
+        app,
+        ["learn", "--pre-router", "--config", str(config), "--log", url, "--out", str(tmp_path / "pre.json")],
+    )
+    assert prerouted.exit_code == 0, prerouted.output
+    assert "of 80 requests" in prerouted.output  # the requests labelled for every rung
+    assert json.loads((tmp_path / "pre.json").read_text())["info"]["ladder"] == ["cheap", "strong"]
     # the labelled log as a dataset file, for eval / calibrate / learn on real traffic
     exported = runner.invoke(app, ["log", "export", "--db", url, "--format", "dataset"])
     assert exported.exit_code == 0, exported.output

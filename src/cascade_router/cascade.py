@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
 
+from cascade_router.adaptation import ThresholdAdaptation
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend
 from cascade_router.backends import backend_from
@@ -92,6 +93,7 @@ class Cascade:
         hedge: HedgeSettings | Mapping[str, Any] | None = None,
         on_midstream_failure: Literal["raise", "continue"] = "raise",
         routing: Sequence[RoutingRule | Mapping[str, Any]] | None = None,
+        adapt_thresholds: ThresholdAdaptation | Mapping[str, Any] | None = None,
     ) -> None:
         """The options are ``LadderSettings``' and mean the same on every entry point:
         ``timeout`` / ``max_retries`` are defaults for rungs that set none; ``decision_log`` a
@@ -122,6 +124,7 @@ class Cascade:
             hedge=hedge,
             routing=routing,
             on_midstream_failure=on_midstream_failure,
+            adapt_thresholds=adapt_thresholds,
         )
 
     @classmethod

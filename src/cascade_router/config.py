@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from cascade_router.adaptation import ThresholdAdaptation
 from cascade_router.circuit import CircuitBreakerSettings
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog
@@ -55,6 +56,9 @@ class Calibration(BaseModel):
     """The share of the calibration data's answers the threshold accepted."""
     items: int = Field(default=0, ge=0)
     """How many calibration items these come from."""
+    guaranteed: bool = False
+    """Whether the threshold was calibrated with a guarantee (``calibrate --guaranteed``): then
+    ``adapt_thresholds`` never moves it lower."""
     window: int = Field(default=500, ge=50, le=100_000)
     """Live scored answers compared at a time (a rolling window)."""
     psi_alert: float = Field(default=0.25, gt=0)
@@ -338,6 +342,10 @@ class LadderSettings(BaseModel):
     """Routing rules asked before the ladder runs and before each rung (``cascade_router.routing``,
     ``docs/routing.md``): ``context_length``, ``cost``, ``budget``, ``deadline``, ``domain``. A rung a rule
     rules out is skipped (recorded with the rule's reason); a rule may refuse the request."""
+    adapt_thresholds: ThresholdAdaptation | None = None
+    """Move the scored rungs' thresholds with labelled feedback (``record_feedback``) towards a
+    target error rate among accepted answers (``cascade_router.adaptation``); never below a
+    threshold calibrated with a guarantee. None: off (thresholds stay as configured)."""
     decision_log: str | Path | DecisionLog | None = None
     """Write one record per request to this log: a SQLite file path, a SQLAlchemy URL
     (``postgresql+psycopg://...``) or a ``DecisionLog``. None: no log."""
@@ -503,6 +511,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     for rung in rungs if isinstance(rungs, list) else []:
         if isinstance(rung, dict):
             _resolve_paths(rung.get("scorer"), p.parent)
+    routing = data.get("routing")
+    for rule in routing if isinstance(routing, list) else []:
+        _resolve_paths(rule, p.parent)  # a pre-router's file, likewise
     return data
 
 
@@ -553,7 +564,8 @@ def _yaml_line(text: str, path: tuple[Any, ...]) -> int | None:
 
 
 def _resolve_paths(scorer: Any, base: Path) -> None:
-    """Scorer files named in a config file are relative to that file, not to the working folder."""
+    """Scorer and routing-rule files named in a config file are relative to that file, not to the
+    working folder."""
     if not isinstance(scorer, dict):
         return
     path = scorer.get("path")

@@ -22,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from cascade_router import policy
+from cascade_router.adaptation import ThresholdAdapter
 from cascade_router.attempts import Attempt, Result
 from cascade_router.backend import Backend
 from cascade_router.circuit import CircuitBreakers
@@ -229,6 +230,7 @@ class Engine:
         hedge: HedgeSettings | None = None,
         on_midstream_failure: Literal["raise", "continue"] = "raise",
         router: Router | None = None,
+        thresholds: ThresholdAdapter | None = None,
     ) -> None:
         """``propagate``: exception types that are control flow, not rung failures (LangGraph's
         interrupts, say); they pass through instead of falling back. ``telemetry`` defaults to
@@ -246,6 +248,7 @@ class Engine:
         self.telemetry = telemetry or Telemetry(name, [r.name for r in self.rungs])
         self.decision_log = decision_log
         self.shadow = shadow
+        """Samples requests whose remaining rungs are called off the request path (None: off)."""
         self.retry_max_wait = retry_max_wait
         """A ``Retry-After`` longer than this moves the request to the next rung instead."""
         self.breakers = breakers
@@ -261,7 +264,10 @@ class Engine:
         """The hedged mode's latencies and budget (None: off)."""
         self.router = router
         """The routing rules, asked before the request and before each rung (None: none)."""
-        """Samples requests whose remaining rungs are called off the request path (None: off)."""
+        self.adapter = thresholds
+        """The thresholds that move with labelled feedback (None: as configured)."""
+        self.learns_from_feedback = thresholds is not None or (router is not None and router.learns)
+        """Whether ``feedback`` teaches anything."""
         self.signal_watch = SignalWatch(name)
         self.drift_watch = DriftWatch(name)
         """Warns when a rung's scorer keeps getting no signal (every request then escalates)."""
@@ -289,7 +295,9 @@ class Engine:
     def _done(self, state: _InFlight, result: Result | None, error: BaseException | None) -> None:
         """Close the request's span and queue its decision-log record; never raises."""
         if self.router is not None and self.router.needs_finish and state.call is not None:
-            self._teach(state.call, state.attempts)
+            self._teach(state.call, state.attempts, state.request_id)
+        if self.adapter is not None:
+            self.adapter.remember(state.request_id, state.attempts)
         if result is not None:
             result.request_id = state.request_id
             result.trace_id = state.span.trace_id
@@ -339,12 +347,26 @@ class Engine:
             return  # the shadow job writes the record when its calls end
         write()
 
-    def _teach(self, call: Call, attempts: Sequence[Attempt]) -> None:
+    def feedback(self, request_id: str, quality: float, rung: int | None = None) -> None:
+        """A label for a finished request's answer: moves adapted thresholds, teaches an
+        adapting pre-router. Never raises (it is learning, not the request)."""
+        try:
+            if self.adapter is not None:
+                self.adapter.feedback(request_id, quality, rung)
+            if self.router is not None and self.router.learns:
+                good = quality >= (self.adapter.settings.good_at if self.adapter is not None else 0.5)
+                self.router.feedback(request_id, good, rung)
+        except Exception:
+            log.warning("learning from feedback on %s failed", request_id, exc_info=True)
+
+    def _teach(self, call: Call, attempts: Sequence[Attempt], request_id: str) -> None:
         """What the routing rules learn from a finished request: each rung's latency (for
-        deadlines), and a provider's "too long" refusals (for context windows)."""
+        deadlines), a provider's "too long" refusals (for context windows), the outcomes the
+        pre-router adapts to."""
         router = self.router
         assert router is not None
         ctx = self._route_ctx(call, attempts)
+        ctx.request_id = request_id
         for attempt in attempts:
             if attempt.decision in ("accept", "escalate"):
                 if router.needs_latencies and attempt.latency_s is not None:
@@ -1051,6 +1073,8 @@ class Engine:
         overrides = call.overrides
         if overrides is not None and index in overrides.thresholds:
             rung = replace(rung, threshold=overrides.thresholds[index])
+        elif self.adapter is not None and (moved := self.adapter.threshold(index)) != rung.threshold:
+            rung = replace(rung, threshold=moved)
         router = self.router
         bound = router.timeout(self._route_ctx(call)) if router is not None and router.bounds_calls else None
         if bound is not None and (rung.timeout is None or bound < rung.timeout):

@@ -19,6 +19,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from pydantic import ValidationError
 
 from cascade_router import policy
+from cascade_router.adaptation import ThresholdAdaptation, ThresholdAdapter
 from cascade_router.catalog import capabilities
 from cascade_router.circuit import (
     DEFAULT_ENDPOINTS,
@@ -332,11 +333,15 @@ class Ladder(Generic[M]):
     def record_feedback(
         self, request_id: str, score: float | bool, *, comment: str | None = None, rung: int | None = None
     ) -> None:
-        """Attach a quality label in [0, 1] (or a thumbs up / down) to a logged request."""
-        log = self.engine.decision_log
-        if log is None:
+        """Attach a quality label in [0, 1] (or a thumbs up / down) to a request: stored in the
+        decision log, and taught to ``adapt_thresholds`` and an adapting pre-router."""
+        engine = self.engine
+        log = engine.decision_log
+        if log is None and not engine.learns_from_feedback:
             raise ConfigError("decision_log", "this cascade has no decision_log to record feedback in")
-        log.record_feedback(request_id, score, comment, rung=rung)
+        if log is not None:
+            log.record_feedback(request_id, score, comment, rung=rung)
+        engine.feedback(request_id, float(score), rung)
 
 
 def build_ladder(
@@ -362,6 +367,7 @@ def build_ladder(
     hedge: HedgeSettings | Mapping[str, Any] | None = None,
     on_midstream_failure: Literal["raise", "continue"] = "raise",
     routing: Sequence[RoutingRule | Mapping[str, Any]] | None = None,
+    adapt_thresholds: ThresholdAdaptation | Mapping[str, Any] | None = None,
 ) -> Ladder[M]:
     """Assemble a ladder from its rungs and the ladder settings (``LadderSettings``' fields).
 
@@ -390,6 +396,7 @@ def build_ladder(
             hedge=hedge,
             on_midstream_failure=on_midstream_failure,
             routing=routing or [],
+            adapt_thresholds=adapt_thresholds,
         )
     except ValidationError as exc:
         raise ConfigError(*validation_problem(exc)) from None
@@ -451,6 +458,9 @@ def build_ladder(
         hedge=settings.hedge,
         on_midstream_failure=settings.on_midstream_failure,
         router=Router(settings.routing, runtimes) if settings.routing else None,
+        thresholds=ThresholdAdapter(settings.adapt_thresholds, runtimes)
+        if settings.adapt_thresholds is not None
+        else None,
     )
     resolved = [
         r if r.model is m else r.model_copy(update={"model": m}) for r, m in zip(parsed, models, strict=True)

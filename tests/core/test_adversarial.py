@@ -509,3 +509,38 @@ def test_settings_named_like_secrets_are_not_masked() -> None:
     shown = repr(Rung(model={"provider": "openai", "model": "x", "max_tokens": 64, "api_key": "k" * 20}))
     assert "'max_tokens': 64" in shown
     assert "k" * 20 not in shown
+
+
+def test_a_finished_call_s_thread_takes_the_next_call_and_a_forked_child_starts_its_own() -> None:
+    import os
+
+    from cascade_router.timeouts import call_with_timeout
+    from tests.forking import wait_for_child
+
+    def ident() -> int:
+        return threading.get_ident()
+
+    def expired() -> BaseException:
+        return TimeoutError("late")
+
+    call_with_timeout(ident, 5, expired, name="a")
+    time.sleep(0.05)  # the thread parks itself after its call
+    before = {t.ident for t in threading.enumerate()}
+    assert call_with_timeout(ident, 5, expired, name="b") in before  # no thread started for it
+    # A call in flight keeps its thread: the next one gets another at once (queued behind the
+    # held one, it would time out).
+    gate = threading.Event()
+    holder = threading.Thread(target=call_with_timeout, args=(gate.wait, 5, expired), daemon=True)
+    holder.start()
+    time.sleep(0.05)
+    assert call_with_timeout(lambda: "quick", 1, expired) == "quick"
+    gate.set()
+    holder.join()
+    pid = os.fork()
+    if pid == 0:  # the parent's parked threads do not exist here: new ones start
+        code = 1
+        try:
+            code = 0 if call_with_timeout(lambda: "child", 2, expired) == "child" else 1
+        finally:
+            os._exit(code)
+    wait_for_child(pid)

@@ -12,6 +12,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langgraph.errors import GraphBubbleUp
 
+from cascade_router.adaptation import ThresholdAdaptation
 from cascade_router.attempts import Result
 from cascade_router.backend import Backend, BackendBase
 from cascade_router.circuit import CircuitBreakerSettings
@@ -136,6 +137,7 @@ class CascadeMiddleware(AgentMiddleware):
         hedge: HedgeSettings | Mapping[str, Any] | None = None,
         on_midstream_failure: Literal["raise", "continue"] = "raise",
         routing: Sequence[RoutingRule | Mapping[str, Any]] | None = None,
+        adapt_thresholds: ThresholdAdaptation | Mapping[str, Any] | None = None,
     ) -> None:
         """The options are ``LadderSettings``' and mean what they mean on ``CascadeChatModel``."""
         super().__init__()
@@ -161,6 +163,7 @@ class CascadeMiddleware(AgentMiddleware):
             hedge=hedge,
             routing=routing,
             on_midstream_failure=on_midstream_failure,
+            adapt_thresholds=adapt_thresholds,
         )
         # What the agent's handler calls for each rung: the rung's model, unstreamed. The
         # agent's stream would otherwise show every rung's answer token by token before it is

@@ -167,6 +167,17 @@ def eval_command(
     items: Annotated[Path | None, typer.Option(help="Also write each item's outcome here (JSONL).")] = None,
     concurrency: Concurrency = 16,
     seed: Seed = 0,
+    pre_router: Annotated[
+        Path | None,
+        typer.Option(
+            "--pre-router",
+            help="Also run the ladder with this pre-router (learn --pre-router) in front: quality, cost, "
+            "first-rung calls and latency saved, with and without.",
+        ),
+    ] = None,
+    pre_router_threshold: Annotated[
+        float | None, typer.Option(help="The pre-router's threshold (default: the one its file holds).")
+    ] = None,
 ) -> None:
     """Run a ladder over recorded answers: quality, cost, escalation, APGR/CPT, and a plot."""
     if scores not in ("configured", "cross-fit"):
@@ -186,8 +197,12 @@ def eval_command(
     percent = min(qualities) >= 0 and max(qualities) <= 1
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(report, percent=percent, intervals=intervals)
-    (out / "eval.md").write_text(text)
     saved = {**report.as_dict(), "scores": scores, "intervals": intervals}
+    if pre_router is not None:
+        comparison = _with_prerouter(cascade, probes, data, pre_router, pre_router_threshold)
+        saved["pre_router"] = comparison.as_dict()
+        text += "\n" + _prerouter_markdown(comparison, percent)
+    (out / "eval.md").write_text(text)
     (out / "eval.json").write_text(json.dumps(saved, indent=2) + "\n")
     if items is not None:
         with items.open("w", encoding="utf-8") as f:
@@ -204,6 +219,56 @@ def eval_command(
     Console(stderr=True).print(
         f"wrote {out / 'eval.md'}, {out / 'eval.json'}{plotted}" + (f", {items}" if items else ""),
         markup=False,
+    )
+
+
+def _with_prerouter(
+    cascade: Any, probes: list[ev.ItemProbe], data: Dataset, path: Path, threshold: float | None
+) -> Any:
+    from cascade_router.evaluation import prerouting
+    from cascade_router.routing import PreRouterRule
+
+    rule = PreRouterRule(path=str(path))
+    engine = cascade.engine
+    rule.check_rungs([r.name for r in engine.rungs], "--pre-router")
+    model = rule.fitted
+    vectors = model.embed(["\n".join(m.content for m in item.messages()) for item in data])
+    predictions = [model.predict(x) for x in vectors]
+    chosen = (
+        threshold
+        if threshold is not None
+        else {r.name: rule.threshold_for(r.name) for r in engine.rungs[:-1]}
+    )
+    # The recorded latencies (a replay's own take no time); None where the dataset has none.
+    names = [str(b.model) for b in cascade.backends]
+    latencies = [[data.get(p.item_id).answers[n].latency_s for n in names] for p in probes]
+    return prerouting.compare(engine, probes, predictions, chosen, latencies)
+
+
+def _prerouter_markdown(c: Any, percent: bool) -> str:
+    def row(label: str, f: Any) -> str:
+        latency = "-" if f.latency_s is None else f"{f.latency_s:.3f} s"
+        return (
+            f"| {label} | {_quality(f.quality, percent)} | {_usd(f.cost_usd)} | {_pct(f.first_rung_calls)} | "
+            f"{_pct(f.reached_last)} | {latency} |"
+        )
+
+    cost = c.cost_delta_share
+    latency = c.latency_saved_s
+    return "\n".join(
+        [
+            "## With the pre-router",
+            "",
+            "| | quality | cost / request | first rung called | reaches last rung | latency / request |",
+            "| --- | --- | --- | --- | --- | --- |",
+            row("without", c.without),
+            row("with the pre-router", c.with_prerouter),
+            "",
+            f"First-rung calls saved {_pct(c.cheap_calls_saved)}; quality {c.quality_delta:+.4g}; cost "
+            f"{'unknown' if cost is None else f'{cost:+.2%}'}; latency saved "
+            f"{'unknown (no recorded latencies)' if latency is None else f'{latency:.3f} s per request'}.",
+            "",
+        ]
     )
 
 
@@ -366,7 +431,8 @@ def calibrate_command(
         # request, as it did here; a later rung's live traffic is only what escalated to it).
         old_reference = raw["rungs"][0].get("calibration") or {}
         settings = {k: old_reference[k] for k in ("window", "psi_alert", "share_alert") if k in old_reference}
-        raw["rungs"][0]["calibration"] = {**reference, **settings}
+        # A guaranteed threshold is a floor for adapt_thresholds: lower, the guarantee is void.
+        raw["rungs"][0]["calibration"] = {**reference, **settings, "guaranteed": bool(guaranteed)}
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     mode = f" (guaranteed, {bound} test, δ={delta})" if guaranteed else ""
     console.print(
@@ -445,9 +511,9 @@ def compare_command(
 
 def learn_command(
     model: Annotated[
-        str,
+        str | None,
         typer.Option("--model", help="Whose answers to learn: a dataset model, or a rung's name (--log)."),
-    ],
+    ] = None,
     dataset: DatasetOpt = None,
     log: LogOpt = None,
     out: Annotated[Path, typer.Option(help="The scorer file to write.")] = Path("scorer.json"),
@@ -468,11 +534,45 @@ def learn_command(
         ),
     ] = None,
     seed: Seed = 0,
+    pre_router: Annotated[
+        bool,
+        typer.Option(
+            "--pre-router",
+            help="Fit a pre-router instead: P(accepted and right) per rung of --config from the request "
+            "alone (writes --out, default prerouter.json).",
+        ),
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="--pre-router: the ladder whose rungs it predicts.")
+    ] = None,
+    variant: Annotated[
+        str, typer.Option(help="--pre-router: logistic, or knn (embedding similarity over past outcomes).")
+    ] = "logistic",
+    max_cost_increase: Annotated[
+        float,
+        typer.Option(
+            help="--pre-router: the threshold chosen is the one that saves most first-rung calls at this "
+            "much more cost (a share) and no quality loss, on cross-fitted predictions."
+        ),
+    ] = 0.02,
 ) -> None:
-    """Fit a learned scorer on a model's recorded answers; report its cross-fitted AUROC."""
+    """Fit a learned scorer on a model's recorded answers (or, with --pre-router, a pre-router on
+    requests and each rung's outcome); report its cross-fitted AUROC."""
     from cascade_router.scorers.learned import PREFIX_CHARS, Example, cross_fit, fit
 
     data = _data(dataset, log)
+    if pre_router:
+        if config is None:
+            raise typer.BadParameter("--pre-router needs --config: the ladder whose rungs it predicts")
+        if variant not in ("logistic", "knn"):
+            raise typer.BadParameter(f"--variant {variant!r}: expected logistic or knn")
+        target = Path("prerouter.json") if out == Path("scorer.json") else out
+        _learn_prerouter(
+            load_config(config), data, log, target, variant, folds, good, max_cost_increase, seed
+        )
+        return
+    if model is None:
+        raise typer.BadParameter("--model is needed (whose answers to learn), or --pre-router")
     answered = [item for item in data if model in item.answers]
     if not answered:
         known = sorted({m for item in data for m in item.answers})
@@ -518,6 +618,70 @@ def learn_command(
     stored = f"; stored {len(examples)} out-of-fold scores ({k} folds)" if cross_fit_k is not None else ""
     console.print(
         f"{len(examples)} answers of {model}: cross-fitted AUROC {area_text}{stored}; wrote {out}",
+        markup=False,
+    )
+
+
+def _learn_prerouter(
+    ladder: LadderConfig,
+    data: Dataset,
+    log: str | None,
+    out: Path,
+    variant: str,
+    folds: int,
+    good: float | None,
+    max_cost_increase: float,
+    seed: int,
+) -> None:
+    from cascade_router.evaluation import prerouting
+    from cascade_router.routing import difficulty
+
+    if len(ladder.rungs) < 2:
+        raise typer.BadParameter("a pre-router skips rungs below the last: the ladder needs two or more")
+    if log is not None:
+        ladder, data = _replay_logged(ladder, data)
+    cascade, probes = _probe(ladder, data, 16, "replaying the ladder")
+    engine = cascade.engine
+    qualities = [q for p in probes for q in p.qualities]
+    good_at = good if good is not None else (0.5 if min(qualities) >= 0 and max(qualities) <= 1 else None)
+    if good_at is None:
+        good_at = (min(qualities) + max(qualities)) / 2
+    outcomes = prerouting.rung_outcomes(engine, probes, good_at)
+    texts = ["\n".join(m.content for m in item.messages()) for item in data]
+    kind: Any = variant
+    held_out = difficulty.cross_fit(texts, outcomes, folds=folds, seed=seed, variant=kind)
+    predictions = [{r: held_out[r][i] for r in held_out} for i in range(len(texts))]
+    threshold, chosen = prerouting.choose_threshold(
+        engine, probes, predictions, max_cost_increase=max_cost_increase
+    )
+    fitted = difficulty.fit(texts, outcomes, variant=kind)
+    fitted.threshold = threshold
+    areas = {r: ev.auroc(held_out[r], outcomes[r]) for r in outcomes}
+    fitted.info.update(
+        {
+            "dataset": data.name,
+            "ladder": [r.name for r in engine.rungs],
+            "good_at": good_at,
+            "folds": folds,
+            "crossfit_auroc": areas,
+            "chosen_on_crossfit": chosen.as_dict(),
+            "max_cost_increase": max_cost_increase,
+        }
+    )
+    fitted.save(out)
+    console = Console()
+    for rung, area in areas.items():
+        rate = sum(outcomes[rung]) / len(texts)
+        shown = "undefined (all alike)" if area is None else f"{area:.3f}"
+        console.print(
+            f"{rung}: accepted and right on {rate:.1%} of {len(texts)} requests; cross-fitted AUROC {shown}",
+            markup=False,
+        )
+    cost = chosen.cost_delta_share
+    console.print(
+        f"threshold {threshold:.4f} (cross-fitted, at most {max_cost_increase:+.1%} cost, no quality loss): "
+        f"first-rung calls saved {chosen.cheap_calls_saved:.1%}, quality {chosen.quality_delta:+.2%}, "
+        f"cost {'unknown' if cost is None else f'{cost:+.2%}'}; wrote {out}",
         markup=False,
     )
 

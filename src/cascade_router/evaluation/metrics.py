@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,6 +48,10 @@ class Outcome:
     rungs_called: int
     quality: float
     cost_usd: float | None
+    reached_last: bool = False
+    """Whether the last rung was called."""
+    called: tuple[int, ...] = ()
+    """The rungs called, in order."""
 
 
 def replay_ladder(config: LadderConfig, dataset: Dataset, **options: Any) -> Cascade:
@@ -133,20 +137,28 @@ class _Decided:
 
 
 def simulate(
-    engine: Engine, probes: Sequence[ItemProbe], thresholds: Sequence[float | None]
+    engine: Engine,
+    probes: Sequence[ItemProbe],
+    thresholds: Sequence[float | None],
+    skipped: Sequence[Collection[int]] | None = None,
 ) -> list[Outcome]:
-    """The outcome of every item if the rungs had ``thresholds`` (None keeps a rung's own)."""
+    """The outcome of every item if the rungs had ``thresholds`` (None keeps a rung's own);
+    ``skipped[i]``: the rungs a routing rule (the pre-router) rules out for item ``i``."""
     rules = [
         replace(rung, threshold=t) if t is not None and rung.scorer is not None else rung
         for rung, t in zip(engine.rungs, thresholds, strict=False)
     ] + list(engine.rungs[len(thresholds) :])
     n = len(rules)
     outcomes = []
-    for p in probes:
+    for k, p in enumerate(probes):
         decided: list[_Decided] = []
         cost: float | None = 0.0
+        ruled_out = skipped[k] if skipped is not None else ()
         while (index := policy.next_rung(decided, n)) is not None:
             attempt = p.attempts[index]
+            if index in ruled_out and index < n - 1:
+                decided.append(_Decided(index, "skipped", None, attempt.evidence))
+                continue
             verdict = policy.decide(
                 rules[index], attempt.evidence, final=policy.is_final(index, n, engine.accept_last)
             )
@@ -156,7 +168,8 @@ def simulate(
         conclusion = policy.conclude(decided, engine.on_exhausted)
         answered = decided[conclusion.accepted].rung if conclusion.accepted is not None else None
         quality = p.qualities[answered] if answered is not None else 0.0
-        outcomes.append(Outcome(answered, len(decided), quality, cost))
+        called = tuple(d.rung for d in decided if d.decision != "skipped")
+        outcomes.append(Outcome(answered, len(called), quality, cost, called[-1] == n - 1, called))
     return outcomes
 
 
@@ -180,7 +193,7 @@ def summarize(outcomes: Sequence[Outcome], n_rungs: int, threshold: float | None
     costs = [o.cost_usd for o in outcomes]
     return Point(
         threshold,
-        sum(o.rungs_called == n_rungs for o in outcomes) / k,
+        sum(o.reached_last for o in outcomes) / k,
         sum(o.quality for o in outcomes) / k,
         None if any(c is None for c in costs) else sum(c for c in costs if c is not None) / k,
     )

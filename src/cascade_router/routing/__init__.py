@@ -1,9 +1,9 @@
 """Routing before the cascade: rules that refuse a request or rule rungs out for it.
 
 Built-in kinds, selectable by ``kind`` in configuration: ``budget``, ``context_length``,
-``cost``, ``deadline``, ``domain``; ``register_rule`` adds a kind. Each skipped rung is an attempt with
-decision ``skipped`` and the rule's reason (``skipped: context 41,203 + max_tokens 1,024 tokens
-> window 32,768``), in the result, the spans and the decision log.
+``cost``, ``deadline``, ``domain``, ``pre_router``; ``register_rule`` adds a kind. Each skipped
+rung is an attempt with decision ``skipped`` and the rule's reason (``skipped: context 41,203 +
+max_tokens 1,024 tokens > window 32,768``), in the result, the spans and the decision log.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from cascade_router.routing.budget import BudgetRule, CostRule
 from cascade_router.routing.context_length import ContextLengthRule
 from cascade_router.routing.deadline import DeadlineRule
 from cascade_router.routing.domain import DomainRule
+from cascade_router.routing.prerouter import PreRouterAdaptation, PreRouterRule
 from cascade_router.routing.router import Router
 
 RULE_KINDS: dict[str, type[RoutingRule]] = {
@@ -27,6 +28,7 @@ RULE_KINDS: dict[str, type[RoutingRule]] = {
     "cost": CostRule,
     "deadline": DeadlineRule,
     "domain": DomainRule,
+    "pre_router": PreRouterRule,
 }
 
 
@@ -71,6 +73,8 @@ __all__ = [
     "CostRule",
     "DeadlineRule",
     "DomainRule",
+    "PreRouterAdaptation",
+    "PreRouterRule",
     "RequestLimits",
     "RouteContext",
     "Router",

@@ -73,6 +73,7 @@ class RouteContext:
         "limits",
         "memo",
         "request",
+        "request_id",
         "rungs",
         "started",
     )
@@ -86,8 +87,11 @@ class RouteContext:
         attempts: Sequence[Attempt] = (),
         *,
         latencies: RungLatencies | None = None,
+        request_id: str | None = None,
     ) -> None:
         self.request = request
+        self.request_id = request_id
+        """The request's id (as in the decision log and ``record_feedback``)."""
         self.latencies = latencies
         """The ladder's recent latencies per rung (for deadlines)."""
         self.rungs = rungs
@@ -151,7 +155,8 @@ class RouteContext:
 class RoutingRule(BaseModel):
     """Base of routing rules. Subclass it, set ``kind``, and implement what applies:
     ``refusal`` (once, before any rung), ``skip`` (before each rung is called), ``learn`` (after a
-    rung's error). Rules are pure functions of what they are given, apart from what they learn;
+    rung's error), ``finish`` (after the request), ``feedback`` (a label for its answer). Rules
+    are pure functions of what they are given, apart from what they learn;
     they must be cheap (they run on every request)."""
 
     model_config = ConfigDict(
@@ -199,6 +204,11 @@ class RoutingRule(BaseModel):
 
     def finish(self, ctx: RouteContext) -> None:
         """The request is over (``ctx.attempts`` holds all its attempts): settle what was held."""
+        return
+
+    def feedback(self, request_id: str, good: bool, rung: int | None = None) -> None:
+        """A label arrived for a finished request's answer (``record_feedback``); ``rung``: the
+        label is for that rung's answer (a shadow comparison), None: for the answer returned."""
         return
 
     @property

@@ -29,6 +29,9 @@ class Router:
         self._bounding = _implementing(self.rules, "timeout")
         self._learning = _implementing(self.rules, "learn")
         self._finishing = _implementing(self.rules, "finish")
+        self._labelled = _implementing(self.rules, "feedback")
+        self.learns = bool(self._labelled)
+        """Whether a rule learns from labelled feedback (``feedback``)."""
         self.latencies = RungLatencies(len(rungs))
         """Each rung's recent latencies in this ladder (what deadlines estimate from)."""
         self.needs_latencies = any(rule.uses_latencies for rule in self.rules)
@@ -63,6 +66,14 @@ class Router:
                 rule.finish(ctx)
             except Exception:  # settling is bookkeeping: it must never break the request
                 log.warning("routing rule %s failed to settle a request", rule.kind, exc_info=True)
+
+    def feedback(self, request_id: str, good: bool, rung: int | None = None) -> None:
+        """Pass a request's label to the rules that learn from labels (the pre-router)."""
+        for rule in self._labelled:
+            try:
+                rule.feedback(request_id, good, rung)
+            except Exception:  # learning is a bonus: it must never break the caller
+                log.warning("routing rule %s failed to learn from feedback", rule.kind, exc_info=True)
 
     def timeout(self, ctx: RouteContext) -> float | None:
         """The tightest bound the rules put on a rung called now (a deadline's remainder)."""

@@ -167,7 +167,7 @@ class HashingEmbedder:
 Embeddings = Callable[[list[str]], list[list[float]]]
 
 
-def _external(embeddings: Any) -> Embeddings:
+def embedding_function(embeddings: Any) -> Embeddings:
     """A ``texts -> vectors`` function from a LangChain ``Embeddings`` or a callable."""
     if hasattr(embeddings, "embed_documents"):
         return embeddings.embed_documents  # type: ignore[no-any-return]
@@ -321,7 +321,7 @@ def fit(
         embedded = csr_matrix((vals, (rows, cols)), shape=(len(texts), n_features))
         embedder = {"kind": "hashing", "n_features": n_features}
     else:
-        vectors = np.array(_external(embeddings)(texts), dtype=float)
+        vectors = np.array(embedding_function(embeddings)(texts), dtype=float)
         embedded = csr_matrix(vectors)
         embedder = {"kind": "external", "dimensions": int(vectors.shape[1])}
     matrix = hstack([csr_matrix(hand), embedded]).tocsr()
@@ -375,7 +375,8 @@ def cross_fit(
     for fold in range(folds):
         held = set(order[fold::folds])
         model = fit([e for i, e in enumerate(examples) if i not in held], **fit_kwargs)
-        embed = _external(fit_kwargs["embeddings"]) if fit_kwargs.get("embeddings") is not None else None
+        given = fit_kwargs.get("embeddings")
+        embed = embedding_function(given) if given is not None else None
         held_list = sorted(held)
         vectors = (
             embed([model.text(examples[i].question, examples[i].answer) for i in held_list])
@@ -426,7 +427,7 @@ class LearnedScorer(Scorer):
         question = "\n".join(m.content for m in request.messages if m.role != "system")
         embedding = None
         if self.embeddings is not None:
-            embedding = _external(self.embeddings)([self._model.text(question, output.text)])[0]
+            embedding = embedding_function(self.embeddings)([self._model.text(question, output.text)])[0]
         return Score(self._model.predict(question, output.text, embedding), "learned")
 
     def score_prefix(self, request: Request, partial: ModelOutput, threshold: float) -> PrefixCheck | None:
