@@ -128,11 +128,14 @@ def compare(
     predictions: Sequence[Mapping[str, float]],
     threshold: float | Mapping[str, float],
     latencies: Sequence[Sequence[float | None]] | None = None,
+    *,
+    thresholds: Sequence[float | None] | None = None,
 ) -> Comparison:
-    n = len(engine.rungs)
+    """``thresholds``: the rungs' own (None: as configured), as ``metrics.simulate`` takes them."""
+    rung_thresholds = list(thresholds) if thresholds is not None else [None] * len(engine.rungs)
     ruled = skips(engine, predictions, threshold)
-    base = simulate(engine, probes, [None] * n)
-    routed = simulate(engine, probes, [None] * n, ruled)
+    base = simulate(engine, probes, rung_thresholds)
+    routed = simulate(engine, probes, rung_thresholds, ruled)
     return Comparison(threshold, figures(base, latencies), figures(routed, latencies))
 
 
@@ -143,20 +146,22 @@ def choose_threshold(
     *,
     max_cost_increase: float = 0.02,
     max_quality_loss: float = 0.0,
+    thresholds: Sequence[float | None] | None = None,
 ) -> tuple[float, Comparison]:
     """The highest threshold (most first-rung calls saved) at which the cascade costs at most
     ``max_cost_increase`` more and loses at most ``max_quality_loss`` quality, on these items.
     Give cross-fitted predictions: a model judged on the data it was fitted on looks better than
-    it is. The candidates are the first rung's predictions themselves."""
+    it is."""
     first = engine.rungs[0].name
     ranked = sorted(p[first] for p in predictions if first in p)
-    # Thresholds that skip 0.5 %, 1 %, ... 50 % of these items (beyond half, little cascade is left).
-    candidates = sorted(
-        {ranked[min(len(ranked) - 1, round(len(ranked) * share / 200))] for share in range(1, 101)}
-    )
-    best = compare(engine, probes, predictions, 0.0)
+    # Thresholds that skip 0.5 %, 1 %, ... 99.5 % of these items, each halfway between two
+    # neighbouring predictions: new requests scored like the last skipped one are skipped too.
+    n = len(ranked)
+    cuts = sorted({min(n - 1, max(1, round(n * share / 200))) for share in range(1, 200)}) if n > 1 else []
+    candidates = sorted({(ranked[k - 1] + ranked[k]) / 2 for k in cuts})
+    best = compare(engine, probes, predictions, 0.0, thresholds=thresholds)
     for t in candidates:
-        c = compare(engine, probes, predictions, t)
+        c = compare(engine, probes, predictions, t, thresholds=thresholds)
         cost = c.cost_delta_share
         affordable = cost is None or cost <= max_cost_increase
         if (
