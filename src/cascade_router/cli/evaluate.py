@@ -241,9 +241,7 @@ def _calibrate_prerouters(
             continue
         results = []
         for cascade, probes, data in (cal, held):
-            texts = ["\n".join(m.content for m in item.messages()) for item in data]
-            predictions = [rule.fitted.predict(x) for x in rule.fitted.embed(texts, rule.embeddings)]
-            results.append((cascade.engine, probes, predictions))
+            results.append((cascade.engine, probes, prerouting.predict(rule, data)))
         chosen, _ = prerouting.choose_threshold(
             *results[0], max_cost_increase=max_cost_increase, thresholds=thresholds
         )
@@ -269,9 +267,7 @@ def _with_prerouter(
     rule = PreRouterRule(path=str(path))
     engine = cascade.engine
     rule.check_rungs([r.name for r in engine.rungs], "--pre-router")
-    model = rule.fitted
-    vectors = model.embed(["\n".join(m.content for m in item.messages()) for item in data])
-    predictions = [model.predict(x) for x in vectors]
+    predictions = prerouting.predict(rule, data)
     chosen = (
         threshold
         if threshold is not None
@@ -703,7 +699,7 @@ def _learn_prerouter(
     if good_at is None:
         good_at = (min(qualities) + max(qualities)) / 2
     outcomes = prerouting.rung_outcomes(engine, probes, good_at)
-    texts = ["\n".join(m.content for m in item.messages()) for item in data]
+    texts = [prerouting.request_text(item) for item in data]
     kind: Any = variant
     held_out = difficulty.cross_fit(texts, outcomes, folds=folds, seed=seed, variant=kind)
     predictions = [{r: held_out[r][i] for r in held_out} for i in range(len(texts))]

@@ -3,13 +3,26 @@ and without the pre-router on the same items (``learn --pre-router``, ``eval --p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cascade_router import policy
 from cascade_router.engine import Engine
+from cascade_router.evaluation.datasets import DatasetItem
 from cascade_router.evaluation.metrics import ItemProbe, Outcome, simulate
+from cascade_router.routing import PreRouterRule
+
+
+def request_text(item: DatasetItem) -> str:
+    """An item's request as the routing rules read it (``RouteContext.text``)."""
+    return "\n".join(m.content for m in item.messages())
+
+
+def predict(rule: PreRouterRule, items: Iterable[DatasetItem]) -> list[dict[str, float]]:
+    """The pre-router's predictions for each item, in order."""
+    model = rule.fitted
+    return [model.predict(x) for x in model.embed([request_text(i) for i in items], rule.embeddings)]
 
 
 def rung_outcomes(engine: Engine, probes: Sequence[ItemProbe], good_at: float) -> dict[str, list[bool]]:
@@ -130,13 +143,15 @@ def compare(
     latencies: Sequence[Sequence[float | None]] | None = None,
     *,
     thresholds: Sequence[float | None] | None = None,
+    without: Figures | None = None,
 ) -> Comparison:
-    """``thresholds``: the rungs' own (None: as configured), as ``metrics.simulate`` takes them."""
+    """``thresholds``: the rungs' own (None: as configured), as ``metrics.simulate`` takes them;
+    ``without``: the cascade's figures without the pre-router, when already worked out."""
     rung_thresholds = list(thresholds) if thresholds is not None else [None] * len(engine.rungs)
-    ruled = skips(engine, predictions, threshold)
-    base = simulate(engine, probes, rung_thresholds)
-    routed = simulate(engine, probes, rung_thresholds, ruled)
-    return Comparison(threshold, figures(base, latencies), figures(routed, latencies))
+    if without is None:
+        without = figures(simulate(engine, probes, rung_thresholds), latencies)
+    routed = simulate(engine, probes, rung_thresholds, skips(engine, predictions, threshold))
+    return Comparison(threshold, without, figures(routed, latencies))
 
 
 def choose_threshold(
@@ -160,8 +175,8 @@ def choose_threshold(
     cuts = sorted({min(n - 1, max(1, round(n * share / 200))) for share in range(1, 200)}) if n > 1 else []
     candidates = sorted({(ranked[k - 1] + ranked[k]) / 2 for k in cuts})
     best = compare(engine, probes, predictions, 0.0, thresholds=thresholds)
-    for t in candidates:
-        c = compare(engine, probes, predictions, t, thresholds=thresholds)
+    for t in candidates:  # the cascade without the pre-router is the same for every candidate
+        c = compare(engine, probes, predictions, t, thresholds=thresholds, without=best.without)
         cost = c.cost_delta_share
         affordable = cost is None or cost <= max_cost_increase
         if (
