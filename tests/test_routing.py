@@ -550,7 +550,7 @@ def _spent(cascade: Cascade, whose: str) -> float:
     assert router is not None
     rule = router.rules[0]
     assert isinstance(rule, BudgetRule)
-    value = rule._store.get_many([rule._bucket(whose)[0]])[0]  # type: ignore[union-attr]
+    value = rule._store.get_many([rule._bucket(whose, rule.per)[0]])[0]  # type: ignore[union-attr]
     return float(value or 0)
 
 

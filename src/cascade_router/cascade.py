@@ -160,6 +160,29 @@ class Cascade:
         overrides = self.ladder.overrides(start_at, thresholds, **route)
         return Call(_request(prompt), self.ladder.models, self._resolve, overrides=overrides)
 
+    def prepare(
+        self,
+        prompt: Prompt,
+        *,
+        request_id: str | None = None,
+        otel_context: Any = None,
+        start_at: StartAt = None,
+        thresholds: Thresholds = None,
+        **route: Unpack[RouteOptions],
+    ) -> Call:
+        """One request, ready for ``engine.run`` / ``arun`` / ``stream`` / ``astream``, with the
+        id it is logged under and the OpenTelemetry context its spans join chosen by the caller
+        (a server names the request in its response headers before the answer exists)."""
+        overrides = self.ladder.overrides(start_at, thresholds, **route)
+        return Call(
+            _request(prompt),
+            self.ladder.models,
+            self._resolve,
+            otel_context=otel_context,
+            overrides=overrides,
+            request_id=request_id,
+        )
+
     def _resolve(self, model: Any, rung: int) -> Backend:
         return self.ladder.judge(model, rung)[0]
 

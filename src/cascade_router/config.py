@@ -507,14 +507,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     data = _parse(text, suffix, str(path))
     if not isinstance(data, dict):
         raise ConfigError(str(path), "the file must hold a mapping with a 'rungs' list")
+    resolve_ladder_paths(data, p.parent)
+    return data
+
+
+def resolve_ladder_paths(data: Mapping[str, Any], base: Path) -> None:
+    """Make the files a ladder's mapping names (learned scorers, a pre-router) relative to
+    ``base``, the folder of the file it was read from."""
     rungs = data.get("rungs")
     for rung in rungs if isinstance(rungs, list) else []:
         if isinstance(rung, dict):
-            _resolve_paths(rung.get("scorer"), p.parent)
+            _resolve_paths(rung.get("scorer"), base)
     routing = data.get("routing")
     for rule in routing if isinstance(routing, list) else []:
-        _resolve_paths(rule, p.parent)  # a pre-router's file, likewise
-    return data
+        _resolve_paths(rule, base)  # a pre-router's file, likewise
 
 
 def _parse(text: str, suffix: str, where: str) -> Any:

@@ -94,6 +94,9 @@ class Call:
     """When the call was made: the start of its deadline."""
     scratch: dict[str, Any] = field(default_factory=dict, compare=False)
     """What the engine works out once per request (the routing rules' view of it)."""
+    request_id: str | None = None
+    """The id the request is logged and traced under; None: a new random one. A server that
+    must name the request before it ends (a streamed response's headers) chooses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +288,7 @@ class Engine:
         # 128 random bits as hex, like uuid4().hex, at a fraction of its cost.
         return _InFlight(
             self.telemetry.start_request(call.otel_context, call.request),
-            os.urandom(16).hex(),
+            call.request_id or os.urandom(16).hex(),
             time.perf_counter(),
             [],
             call.request,
@@ -688,7 +691,7 @@ class Engine:
         (its first new text, the next chunk)."""
         text = ""
         while chunk is not _END and len(text) < len(cont.emitted) + SPLICE_SLACK:
-            part = _text_of(backend, chunk)
+            part = chunk_text(backend, chunk)
             text += part or ""
             chunk = reader.next(rung.stall_timeout, "next chunk")
         return splice(cont.emitted, text), chunk
@@ -698,7 +701,7 @@ class Engine:
     ) -> tuple[str, Any]:
         text = ""
         while chunk is not _END and len(text) < len(cont.emitted) + SPLICE_SLACK:
-            part = _text_of(backend, chunk)
+            part = chunk_text(backend, chunk)
             text += part or ""
             chunk = await _anext_within(chunks, rung.stall_timeout, rung, "next chunk")
         return splice(cont.emitted, text), chunk
@@ -1661,7 +1664,7 @@ class Engine:
                             ttft, emitted = time.perf_counter() - t1, True
                         received += 1
                         if continuing:
-                            shown.append(_text_of(backend, chunk))
+                            shown.append(chunk_text(backend, chunk))
                         yield LiveChunk(chunk, index)
                         with model_span.active():
                             chunk = reader.next(rung.stall_timeout, "next chunk")
@@ -1794,7 +1797,7 @@ class Engine:
                             ttft, emitted = time.perf_counter() - t1, True
                         received += 1
                         if continuing:
-                            shown.append(_text_of(backend, chunk))
+                            shown.append(chunk_text(backend, chunk))
                         yield LiveChunk(chunk, index)
                         with model_span.active():
                             chunk = await _anext_within(chunks, rung.stall_timeout, rung, "next chunk")
@@ -1922,7 +1925,7 @@ def cont_prefix(cont: _Continuation | None) -> list[str | None]:
     return [cont.emitted] if cont is not None else []
 
 
-def _text_of(backend: Backend, native: Any) -> str | None:
+def chunk_text(backend: Backend, native: Any) -> str | None:
     """A live chunk's text: the backend's ``chunk_text`` where it has one; str chunks as they
     are; None when it cannot be told."""
     reader = getattr(backend, "chunk_text", None)

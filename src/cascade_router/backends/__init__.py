@@ -28,7 +28,18 @@ def _build(provider: str, model: str, options: dict[str, Any], field: str) -> Ba
         from cascade_router.backends.anthropic import AnthropicBackend
 
         return AnthropicBackend(model, **options)
-    raise ConfigError(field, f"no native backend for provider {provider!r}; known: {', '.join(PROVIDERS)}")
+    if provider == "scripted":
+        # The test fake, so that a config file (a server's, say) can hold a scripted ladder.
+        from cascade_router.testing import ScriptedBackend
+
+        replies = options.pop("replies", None) or ["ok"]
+        try:
+            return ScriptedBackend(model, replies, **options)
+        except ValueError as exc:
+            raise ConfigError(field, f"scripted backend: {exc}") from None
+    raise ConfigError(
+        field, f"no native backend for provider {provider!r}; known: {', '.join(PROVIDERS)} (and scripted)"
+    )
 
 
 def backend_from(spec: Any, field: str) -> Backend:

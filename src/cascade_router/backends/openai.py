@@ -23,41 +23,62 @@ from typing import Any
 from pydantic import SecretStr
 
 from cascade_router.backends._sdk import SDKBackend, SDKStream
+from cascade_router.chat_body import ChatBody, json_problem
 from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 from cascade_router.openai_format import parse_logprobs
 
 
-def _output(response: Any) -> ModelOutput:
-    choice = response.choices[0]
-    message = choice.message
+def _tool_calls(
+    raw: list[tuple[str | None, str | None, str]],
+) -> tuple[tuple[ToolCall, ...], tuple[str, ...]]:
+    """``(id, name, arguments)`` as well-formed calls and descriptions of the malformed ones."""
     calls: list[ToolCall] = []
     invalid: list[str] = []
-    for call in message.tool_calls or []:
+    for call_id, name, arguments in raw:
+        if not name:
+            invalid.append(f"a tool call without a name (arguments {arguments[:80]!r})")
+            continue
         try:
-            args = json.loads(call.function.arguments or "{}")
+            args = json.loads(arguments or "{}")
         except json.JSONDecodeError as exc:
-            invalid.append(f"{call.function.name}: arguments are not JSON ({exc.msg})")
+            invalid.append(f"{name}: arguments are not JSON ({exc.msg})")
             continue
         if isinstance(args, dict):
-            calls.append(ToolCall(call.function.name, args, call.id))
+            calls.append(ToolCall(name, args, call_id))
         else:
-            invalid.append(f"{call.function.name}: arguments are not a JSON object")
+            invalid.append(f"{name}: arguments are not a JSON object")
+    return tuple(calls), tuple(invalid)
+
+
+def _output(response: Any, request: Request) -> ModelOutput:
+    choice = response.choices[0]
+    message = choice.message
+    calls, invalid = _tool_calls(
+        [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []]
+    )
     usage = response.usage
+    text = message.content or ""
     return ModelOutput(
-        text=message.content or "",
+        text=text,
         raw=response,
         logprobs=parse_logprobs(choice.logprobs),
-        tool_calls=tuple(calls),
-        invalid_tool_calls=tuple(invalid),
+        tool_calls=calls,
+        invalid_tool_calls=invalid,
         usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else None,
         model=response.model,
         finish_reason=choice.finish_reason,
         response_id=response.id,
+        parse_error=json_problem(request, text, bool(calls or invalid)),
     )
 
 
 class _Stream(SDKStream):
     backend: OpenAIBackend
+
+    def __init__(self, backend: OpenAIBackend, request: Request) -> None:
+        super().__init__(backend, request)
+        # Streamed tool calls arrive in pieces: per index an id and name, then argument text.
+        self.calls: dict[int, list[Any]] = {}
 
     def open(self) -> Any:
         return self.backend.client.chat.completions.create(**self.backend.payload(self.request, stream=True))
@@ -79,7 +100,25 @@ class _Stream(SDKStream):
         content = getattr(choice.logprobs, "content", None) if choice.logprobs is not None else None
         if content:
             self.logprob_items.extend(content)
-        return (choice.delta.content if choice.delta else None) or None
+        delta = choice.delta
+        for piece in (delta.tool_calls if delta else None) or ():
+            call = self.calls.setdefault(piece.index, [None, None, ""])
+            call[0] = call[0] or piece.id
+            function = piece.function
+            if function is not None:
+                # Some servers repeat the name in every piece: keep the first.
+                call[1] = call[1] or function.name
+                call[2] += function.arguments or ""
+        return (delta.content if delta else None) or None
+
+    def output(self) -> ModelOutput:
+        whole = super().output()
+        calls, invalid = _tool_calls(
+            [(c[0], c[1], c[2]) for c in (self.calls[i] for i in sorted(self.calls))]
+        )
+        whole.tool_calls, whole.invalid_tool_calls = calls, invalid
+        whole.parse_error = json_problem(self.request, whole.text, bool(calls or invalid))
+        return whole
 
 
 class OpenAIBackend(SDKBackend):
@@ -140,11 +179,18 @@ class OpenAIBackend(SDKBackend):
         return AsyncOpenAI(**options) if asynchronous else OpenAI(**options)
 
     def payload(self, request: Request, *, stream: bool = False) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self._model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            **self.params,
-        }
+        native = request.native
+        if isinstance(native, ChatBody):
+            # A request from the OpenAI-compatible server: its messages (tool calls, content
+            # parts) and settings (tools, response_format, stop...) go on as they came.
+            body: dict[str, Any] = {"model": self._model, "messages": list(native.messages)}
+            body.update(native.payload(self.params))
+        else:
+            body = {
+                "model": self._model,
+                "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+                **self.params,
+            }
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -156,10 +202,10 @@ class OpenAIBackend(SDKBackend):
         return body
 
     def invoke(self, request: Request) -> ModelOutput:
-        return _output(self.client.chat.completions.create(**self.payload(request)))
+        return _output(self.client.chat.completions.create(**self.payload(request)), request)
 
     async def ainvoke(self, request: Request) -> ModelOutput:
-        return _output(await self.async_client.chat.completions.create(**self.payload(request)))
+        return _output(await self.async_client.chat.completions.create(**self.payload(request)), request)
 
     def stream(self, request: Request) -> _Stream:
         return _Stream(self, request)

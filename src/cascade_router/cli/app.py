@@ -20,6 +20,7 @@ from cascade_router.cli import health as _cli_health
 from cascade_router.cli import label as _cli_label
 from cascade_router.cli import models as _cli_models
 from cascade_router.cli import record as _cli_record
+from cascade_router.cli import serve as _cli_serve
 from cascade_router.errors import ConfigError
 from cascade_router.observability.decision_log import DecisionLog, SchemaError, database_url
 from cascade_router.observability.log_stats import summarize
@@ -42,6 +43,7 @@ _cli_label.register_log(log_app)
 _cli_demo.register(app)
 _cli_health.register(app)
 _cli_models.register(app)
+_cli_serve.register(app)
 
 
 def _out() -> Console:

@@ -111,25 +111,32 @@ class BudgetRule(RoutingRule):
     def _item(self) -> str:
         return self.key.removeprefix("metadata.")
 
-    def _bucket(self, whose: Any) -> tuple[str, float]:
-        fmt, ttl = _PERIODS[self.per]
+    def _bucket(self, whose: Any, per: str) -> tuple[str, float]:
+        fmt, ttl = _PERIODS[per]
         return f"budget:{self._item}:{whose}:{time.strftime(fmt, time.gmtime())}", ttl
 
     def _held(self, ctx: RouteContext) -> list[tuple[str, int, float]]:
         held: list[tuple[str, int, float]] = ctx.memo.setdefault(id(self), [])
         return held
 
-    def skip(self, ctx: RouteContext, rung: RungRuntime) -> str | None:
+    def limit(self, ctx: RouteContext) -> tuple[Any, float, str] | None:
+        """``(whose, usd, per)`` of the budget this request counts against, or None. The
+        server's per-key budgets override it to read each key's own amount."""
         whose = ctx.metadata.get(self._item)
-        if whose is None:
+        return None if whose is None else (whose, self.usd, self.per)
+
+    def skip(self, ctx: RouteContext, rung: RungRuntime) -> str | None:
+        found = self.limit(ctx)
+        if found is None:
             return None
-        label = f"of {self._item} {whose!r} (${self.usd:g} a {self.per})"
+        whose, usd, per = found
+        label = f"of {self._item} {whose!r} (${usd:g} a {per})"
         worst = worst_case_usd(ctx, rung, self.output_tokens)
         if isinstance(worst, str):
             return self._over(label, f"{worst}, so its cost cannot be held from the budget")
-        bucket, ttl = self._bucket(whose)
+        bucket, ttl = self._bucket(whose, per)
         assert self._store is not None
-        if self._store.add_float(bucket, worst, ttl=ttl, limit=self.usd) is None:
+        if self._store.add_float(bucket, worst, ttl=ttl, limit=usd) is None:
             return self._over(label, f"its worst-case cost ${worst:.4g} does not fit in what is left")
         self._held(ctx).append((bucket, rung.index, worst))
         return None

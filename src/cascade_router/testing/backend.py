@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from cascade_router.backend import BackendBase
+from cascade_router.chat_body import json_problem
 from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 from cascade_router.openai_format import parse_logprobs
 from cascade_router.testing.replies import Reply, Script, tokenize
@@ -29,6 +31,9 @@ def reply_output(reply: Reply, request: Request, model: str) -> ModelOutput:
         usage=Usage(*usage) if usage is not None else None,
         model=reply.model or model,
         finish_reason=reply.finish_reason,
+        # A request that asked for JSON (the server's response_format) is checked as a real
+        # backend checks it.
+        parse_error=json_problem(request, reply.text, bool(reply.tool_calls or reply.invalid_tool_calls)),
     )
 
 
@@ -96,7 +101,9 @@ class ScriptedBackend(BackendBase):
 
     ``ScriptedBackend("cheap", ["Paris", Reply("Lyon", confidence=0.3), TimeoutError])``
     answers "Paris", then "Lyon" with low-confidence logprobs, then raises. ``requests`` keeps
-    every request it received, so tests can check which rungs were called.
+    every request it received, so tests can check which rungs were called (the last 1,000: a
+    fake serving a load test must not grow without bound). In a config file it is
+    ``{provider: scripted, model: cheap, replies: [...], fault_rate: 0.1}``.
     """
 
     def __init__(
@@ -106,11 +113,13 @@ class ScriptedBackend(BackendBase):
         *,
         provider: str | None = "scripted",
         cycle: bool = True,
+        fault_rate: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self._model = model
         self._provider = provider
-        self.script = Script(replies, cycle=cycle)
-        self.requests: list[Request] = []
+        self.script = Script(replies, cycle=cycle, fault_rate=fault_rate, seed=seed)
+        self.requests: deque[Request] = deque(maxlen=1000)
 
     @property
     def model(self) -> str:

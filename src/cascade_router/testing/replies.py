@@ -109,25 +109,50 @@ class Reply:
 
 
 def as_reply(value: Reply | str | BaseException | type[BaseException] | Mapping[str, Any]) -> Reply:
-    """Shorthand: a string is a text answer, an exception an error, a dict a ``Reply``'s fields."""
+    """Shorthand: a string is a text answer, an exception an error, a dict a ``Reply``'s fields
+    (in a config file, ``error`` may name a built-in exception: ``{error: TimeoutError}``)."""
     if isinstance(value, Reply):
         return value
     if isinstance(value, str):
         return Reply(text=value)
     if isinstance(value, BaseException) or (isinstance(value, type) and issubclass(value, BaseException)):
         return Reply(error=value)
-    return Reply(**dict(value))
+    fields = dict(value)
+    error = fields.get("error")
+    if isinstance(error, str):
+        import builtins
+
+        found = getattr(builtins, error, None)
+        if not (isinstance(found, type) and issubclass(found, Exception)):
+            raise ValueError(
+                f"error: {error!r} is not a built-in exception (ConnectionError, TimeoutError...)"
+            )
+        fields["error"] = found
+    if isinstance(fields.get("usage"), list):
+        fields["usage"] = tuple(fields["usage"])
+    if isinstance(fields.get("tool_calls"), list):
+        fields["tool_calls"] = tuple(fields["tool_calls"])
+    return Reply(**fields)
 
 
 class Script:
     """A thread-safe queue of replies; cycles when ``cycle`` is set, else fails when empty."""
 
-    def __init__(self, replies: Sequence[Any], *, cycle: bool = True) -> None:
+    def __init__(
+        self, replies: Sequence[Any], *, cycle: bool = True, fault_rate: float = 0.0, seed: int = 0
+    ) -> None:
+        """``fault_rate``: the share of calls that fail with a ``ConnectionError`` instead of
+        taking the next reply (seeded by ``seed``): an unreliable provider under load."""
         if not replies:
             raise ValueError("a script needs at least one reply")
+        if not 0.0 <= fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be in [0, 1], got {fault_rate}")
         self.replies = [as_reply(r) for r in replies]
         self.cycle = cycle
         self.calls = 0
+        self.fault_rate = fault_rate
+        self.faults = 0
+        self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -142,6 +167,9 @@ class Script:
         with self._lock:
             i = self.calls
             self.calls += 1
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                self.faults += 1
+                return Reply(error=ConnectionError("scripted fault: the provider dropped the connection"))
         if i >= len(self.replies):
             if not self.cycle:
                 raise RuntimeError(f"script exhausted after {len(self.replies)} replies")

@@ -1,0 +1,104 @@
+"""An OpenAI chat-completions request carried to the rungs as it came (``ChatBody``).
+
+The OpenAI-compatible server (``cascade_router.server``) receives requests with tools,
+``tool_choice``, ``response_format``, ``stop``, sampling settings and multi-part messages. A
+rung on an OpenAI-compatible API sends them on unchanged (``OpenAIBackend``); judges and
+learned scorers read the plain-text view (``plain_messages``), as they do for every request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cascade_router.model_io import Message, Request
+
+_CAPPED = ("max_tokens", "max_completion_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatBody:
+    """A chat-completions body: OpenAI-format ``messages`` and the settings sent with them."""
+
+    messages: tuple[Mapping[str, Any], ...]
+    params: Mapping[str, Any]
+    """What the rung sends besides the messages: ``tools``, ``tool_choice``, ``response_format``,
+    ``stop``, ``temperature``, ``max_tokens``... (never ``model``, ``stream`` or ``n``)."""
+
+    @property
+    def json_mode(self) -> str | None:
+        """``json_object`` or ``json_schema`` when the caller asked for a JSON answer."""
+        kind = (self.params.get("response_format") or {}).get("type")
+        return kind if kind in ("json_object", "json_schema") else None
+
+    def payload(self, rung_params: Mapping[str, Any]) -> dict[str, Any]:
+        """The rung's own settings under the caller's, except that a rung's ``max_tokens`` (or
+        ``max_completion_tokens``) is a cap: the caller may ask for fewer, never for more (the
+        budget and cost rules bound a rung's cost by it)."""
+        body = {**rung_params, **self.params}
+        caps = [rung_params[k] for k in _CAPPED if isinstance(rung_params.get(k), int)]
+        if caps:
+            cap = min(caps)
+            for key in _CAPPED:
+                if key in body:
+                    body[key] = min(int(body[key]), cap)
+        return body
+
+
+def text_of(content: Any) -> str:
+    """A message's content as text: a string as it is, the text parts of a list joined."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") in ("text", "input_text"):
+            parts.append(str(part.get("text", "")))
+    return "\n".join(parts)
+
+
+def plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
+    """The plain-text view judges and learned scorers read. A ``developer`` turn is a system
+    prompt; an assistant's tool calls are written as ``name(arguments)`` lines."""
+    plain: list[Message] = []
+    for message in messages:
+        role = str(message.get("role"))
+        text = text_of(message.get("content"))
+        calls = message.get("tool_calls") or ()
+        if calls:
+            lines = [
+                f"{c.get('function', {}).get('name')}({c.get('function', {}).get('arguments', '')})"
+                for c in calls
+                if isinstance(c, Mapping)
+            ]
+            text = "\n".join([text, *lines]) if text else "\n".join(lines)
+        plain.append(Message("system" if role == "developer" else role, text))
+    return plain
+
+
+def chat_request(body: ChatBody, *, metadata: Mapping[str, Any] | None = None) -> Request:
+    """The core ``Request`` for a chat body: the body itself is what rungs send."""
+    tools = body.params.get("tools")
+    names = frozenset(str(t.get("function", {}).get("name")) for t in tools) if tools else None
+    return Request(
+        body, to_messages=lambda b: plain_messages(b.messages), tool_names=names, metadata=metadata
+    )
+
+
+def json_problem(request: Request, text: str, has_tool_calls: bool) -> str | None:
+    """Why an answer to a request that asked for JSON (``response_format``) is not JSON, or None.
+
+    Set as the answer's ``parse_error``, it makes the answer invalid: the rung escalates."""
+    native = request.native
+    if not isinstance(native, ChatBody) or native.json_mode is None or has_tool_calls:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"response_format {native.json_mode}: the answer is not JSON ({exc.msg} at {exc.pos})"
+    if not isinstance(value, dict):
+        return f"response_format {native.json_mode}: the answer is JSON but not an object"
+    return None
