@@ -84,12 +84,10 @@ class Process:
         self.log = config.with_name(f"server-{self.port}.log")
         command = [sys.executable, "-m", "cascade_router.cli", "serve", "--config", str(config)]
         command += ["--port", str(self.port), "--log-level", "warning", *args]
-        self.process = subprocess.Popen(
-            command,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
+        with self.log.open("wb") as out:  # the child keeps its own copy of the file
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            )
 
     def __enter__(self) -> Process:
         try:

@@ -260,9 +260,10 @@ def _cascade_headers(result: Result, request_id: str) -> dict[str, str]:
         "x-cascade-answered-by": answered.model or answered.name,
         "x-cascade-rung": answered.name,
         "x-cascade-escalations": str(max(0, len(called) - 1)),
-        "x-cascade-cost-usd": f"{cost:.8f}"
-        if cost is not None
-        else f"at least {result.cost_at_least_usd:.8f}",
+        # A number, always: the known cost; when part of it is unknown (a call that failed after
+        # it may have reached the provider) it is a lower bound, and the next header says so.
+        "x-cascade-cost-usd": f"{cost if cost is not None else result.cost_at_least_usd:.8f}",
+        "x-cascade-cost-complete": "true" if cost is not None else "false",
     }
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text, select, update
@@ -106,10 +107,11 @@ class KeyStore:
     """Keys in a SQL database (``sqlite:///keys.db``, ``postgresql+psycopg://...``, or a plain
     file path for SQLite). Lookups are cached for ``cache_s`` seconds per process."""
 
-    def __init__(self, url: str, *, cache_s: float = 5.0) -> None:
+    def __init__(self, url: str | Path, *, cache_s: float = 5.0) -> None:
         from sqlalchemy import create_engine
         from sqlalchemy.exc import ArgumentError
 
+        url = str(url)
         target = url if "://" in url else f"sqlite:///{url}"
         self.url = safe_url(target)
         try:

@@ -115,8 +115,12 @@ class ScriptedBackend(BackendBase):
         cycle: bool = True,
         fault_rate: float = 0.0,
         seed: int = 0,
+        max_tokens: int | None = None,
     ) -> None:
+        """``max_tokens``: the answer length the fake says it is limited to, which the cost and
+        budget rules bound its cost by (the script's answers are not cut to it)."""
         self._model = model
+        self.max_tokens = max_tokens
         self._provider = provider
         self.script = Script(replies, cycle=cycle, fault_rate=fault_rate, seed=seed)
         self.requests: deque[Request] = deque(maxlen=1000)

@@ -1,0 +1,255 @@
+"""Two ``cascade-router serve`` processes sharing a real Redis and a real PostgreSQL behave as one:
+a key's rate limit, budget and revocation are global, every answered request is in the shared
+decision log, and SIGTERM finishes what is in flight and flushes the log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from cascade_router.observability.decision_log import DecisionLog
+from cascade_router.server import KeyStore
+from cascade_router.server.limits import budget_spent
+from cascade_router.shared_state import RedisStore
+from tests.server.live import Process, write_config
+from tests.test_decision_log import postgres_url
+
+PRICE = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def ladder_config(*, fault_rate: float = 0.0, delay: float = 0.0) -> dict[str, Any]:
+    def scripted(name: str, replies: list[Any], seed: int) -> dict[str, Any]:
+        return {
+            "provider": "scripted",
+            "model": name,
+            "replies": replies,
+            "max_tokens": 12,
+            "fault_rate": fault_rate,
+            "seed": seed,
+        }
+
+    cheap_replies = [
+        {"text": "Paris.", "confidence": 0.95, "delay": delay},
+        {"text": "Lyon?", "confidence": 0.2, "delay": delay},
+    ]
+    return {
+        "rungs": [
+            {
+                "name": "cheap",
+                "model": scripted("cheap-model", cheap_replies, 1),
+                "scorer": {"kind": "logprob"},
+                "threshold": 0.5,
+                "price": {"input_per_mtok": 100.0, "output_per_mtok": 100.0},
+            },
+            {"name": "strong", "model": scripted("strong-model", ["Paris, the capital."], 2), "price": PRICE},
+        ]
+    }
+
+
+@pytest.fixture
+def shared(tmp_path: Path, redis_url: str) -> Iterator[dict[str, Any]]:
+    pg = postgres_url()  # an empty decision log in the test database
+    engine = create_engine(pg)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS cascade_api_keys"))
+    engine.dispose()
+    yield {"state": redis_url, "decision_log": pg, "keys": pg, "key_cache_s": 0.5, "shutdown_grace_s": 20}
+
+
+def post(url: str, key: str, **body: Any) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"model": "bot", "messages": MESSAGES, **body},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+
+
+def logged_ids(pg: str, ids: list[str]) -> set[str]:
+    log = DecisionLog(pg)
+    try:
+        return {i for i in ids if log.get(i) is not None}
+    finally:
+        log.close()
+
+
+def test_two_processes_share_limits_budgets_revocation_and_the_log(
+    tmp_path: Path, shared: dict[str, Any]
+) -> None:
+    config = write_config(tmp_path / "server.yaml", {**shared, "ladders": {"bot": ladder_config()}})
+    keys = KeyStore(shared["keys"])
+    limited, _ = keys.create("limited", rpm=4)
+    budgeted, _ = keys.create("budgeted", budget_usd=0.2)
+    revoked, revoked_record = keys.create("revoked")
+    answered: list[str] = []
+    with Process(config) as a, Process(config) as b:
+        servers = [a.url, b.url]
+
+        # the rate limit is per key across both processes, not per process
+        left = 60 - time.time() % 60
+        if left < 10:
+            time.sleep(left + 0.1)
+        codes = []
+        for i in range(6):
+            response = post(servers[i % 2], limited)
+            codes.append(response.status_code)
+            if response.status_code == 200:
+                answered.append(response.headers["x-cascade-request-id"])
+        assert codes == [200, 200, 200, 200, 429, 429]
+
+        # so is the budget: both processes together never spend more than it
+        spent, refused_by = 0.0, set()
+        for i in range(60):
+            response = post(servers[i % 2], budgeted)
+            if response.status_code == 200:
+                spent += float(response.headers["x-cascade-cost-usd"])
+                answered.append(response.headers["x-cascade-request-id"])
+            else:
+                assert response.status_code == 429, response.text
+                assert response.json()["error"]["code"] == "insufficient_quota"
+                refused_by.add(i % 2)
+        assert refused_by == {0, 1}
+        assert 0.1 < spent <= 0.2
+
+        # a key revoked anywhere stops working everywhere within the key cache time
+        assert post(a.url, revoked).status_code == 200
+        assert post(b.url, revoked).status_code == 200
+        keys.revoke(revoked_record.id)
+        time.sleep(0.6)
+        assert post(a.url, revoked).status_code == 401
+        assert post(b.url, revoked).status_code == 401
+    keys.close()
+    # both stopped with SIGTERM (uvicorn exits by re-raising it once it has shut down cleanly):
+    # their logs were flushed into the one PostgreSQL log
+    assert a.process.returncode in (0, -signal.SIGTERM)
+    assert b.process.returncode in (0, -signal.SIGTERM)
+    assert logged_ids(shared["decision_log"], answered) == set(answered)
+
+
+def test_sigterm_lets_requests_in_flight_finish_and_flushes_the_log(tmp_path: Path, shared: dict[str, Any]) -> None:
+    config = write_config(
+        tmp_path / "server.yaml", {**{**shared, "keys": None}, "ladders": {"bot": ladder_config(delay=1.5)}}
+    )
+    with Process(config) as server:
+        results: list[httpx.Response] = []
+
+        def call() -> None:
+            results.append(post(server.url, "none", stream=False))
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # the four requests are in flight, waiting on the 1.5 s rung
+        server.process.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=30)
+        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert [r.status_code for r in results] == [200] * 4
+    ids = [r.headers["x-cascade-request-id"] for r in results]
+    assert logged_ids(shared["decision_log"], ids) == set(ids)
+
+
+@pytest.mark.skipif(os.cpu_count() is None, reason="needs to know the machine's cores")
+def test_load_two_processes_faults_and_one_killed_midway(tmp_path: Path, shared: dict[str, Any]) -> None:
+    """2,000 requests, 64 at a time, over two processes whose rungs fail 10 % of calls; one
+    process is killed (SIGKILL) halfway. The client acts as a load balancer: a refused connection
+    goes to the other process, a request cut off in flight is not retried (it may have cost)."""
+    total, concurrency = 2000, 64
+    config = write_config(tmp_path / "server.yaml", {**shared, "ladders": {"bot": ladder_config(fault_rate=0.1)}})
+    keys = KeyStore(shared["keys"])
+    budget = 18.0
+    key, _ = keys.create("load", budget_usd=budget)
+    keys.close()
+    with Process(config) as a, Process(config) as b:
+        outcome = asyncio.run(_load(a, b, key, total=total, concurrency=concurrency))
+    statuses = Counter(status for status, *_ in outcome["done"])
+    lost = outcome["lost"]
+    # every request is accounted for: answered, refused with a correct error, or cut off in flight
+    assert sum(statuses.values()) + len(lost) == total
+    assert set(statuses) <= {200, 429, 502}, statuses
+    assert statuses[200] > total * 0.5
+    assert statuses[502] > 0  # both rungs failing happens about 1 % of the time
+    # only the killed process's requests in flight failed, each with a clear disconnect error
+    assert 0 < len(lost) <= concurrency
+    assert {server for server, _ in lost} == {"a"}, lost
+    assert all(why.startswith(("RemoteProtocolError: Server disconnected", "ReadError")) for _, why in lost), lost
+    # no budget was overspent, across both processes
+    cost = sum(c for status, _, _, c in outcome["done"] if status == 200)
+    store = RedisStore(shared["state"])
+    checker = KeyStore(shared["keys"])
+    record = checker.check(key)
+    checker.close()
+    assert record is not None
+    assert cost <= budget_spent(store, record) <= budget  # spent and still held, both processes
+    # every request that was answered is in the shared log, except what the killed process had
+    # not written yet (its buffer dies with it; SIGTERM flushes it, see the test above)
+    ids = [i for _, server, i, _ in outcome["done"] if i]
+    logged = logged_ids(shared["decision_log"], ids)
+    from_b = {i for _, server, i, _ in outcome["done"] if i and server == "b"}
+    assert from_b <= logged
+    missing = set(ids) - logged
+    assert len(missing) <= outcome["answered_by_a_last_second"] + concurrency
+    print(f"load: {dict(statuses)}, cut off in flight {len(lost)}, answered not logged {len(missing)}")
+
+
+async def _load(a: Process, b: Process, key: str, *, total: int, concurrency: int) -> dict[str, Any]:
+    done: list[tuple[int, str, str, float]] = []
+    lost: list[tuple[str, str]] = []
+    answered_a: list[float] = []
+    killed_at: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one(n: int) -> None:
+            order = [("a", a.url), ("b", b.url)] if n % 2 == 0 else [("b", b.url), ("a", a.url)]
+            async with semaphore:
+                for name, url in order:
+                    try:
+                        response = await client.post(
+                            f"{url}/v1/chat/completions",
+                            json={"model": "bot", "messages": MESSAGES},
+                            headers={"authorization": f"Bearer {key}"},
+                        )
+                    except httpx.ConnectError:
+                        continue  # refused before it was sent: the balancer tries the other one
+                    except httpx.TransportError as exc:
+                        lost.append((name, f"{type(exc).__name__}: {exc}"))
+                        return
+                    cost = response.headers.get("x-cascade-cost-usd", "0")
+                    done.append(
+                        (
+                            response.status_code,
+                            name,
+                            response.headers.get("x-cascade-request-id", ""),
+                            float(cost) if response.status_code == 200 else 0.0,
+                        )
+                    )
+                    if name == "a" and response.status_code == 200:
+                        answered_a.append(time.monotonic())
+                    return
+                lost.append(("-", "no server accepted the connection"))
+
+        async def killer() -> None:
+            while len(done) < total // 2:
+                await asyncio.sleep(0.01)
+            a.process.send_signal(signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        kill = asyncio.create_task(killer())
+        await asyncio.gather(*(one(n) for n in range(total)))
+        await kill
+    last_second = sum(1 for t in answered_a if t >= killed_at[0] - 1.0)
+    return {"done": done, "lost": lost, "answered_by_a_last_second": last_second}
