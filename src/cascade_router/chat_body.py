@@ -102,3 +102,101 @@ def json_problem(request: Request, text: str, has_tool_calls: bool) -> str | Non
     if not isinstance(value, dict):
         return f"response_format {native.json_mode}: the answer is JSON but not an object"
     return None
+
+
+def _anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice in (None, "auto"):
+        return {"type": "auto"} if choice else None
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
+        return {"type": "tool", "name": str(choice["function"].get("name"))}
+    raise ValueError(f"tool_choice {choice!r} has no Anthropic equivalent")
+
+
+def _anthropic_turn(message: Mapping[str, Any]) -> dict[str, Any]:
+    role = message.get("role")
+    if role == "tool":
+        return {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": str(message.get("tool_call_id")),
+                    "content": text_of(message.get("content")),
+                }
+            ],
+        }
+    text = text_of(message.get("content"))
+    calls = message.get("tool_calls") or ()
+    if role == "assistant" and calls:
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        for call in calls:
+            function = call.get("function", {})
+            try:
+                arguments = json.loads(function.get("arguments") or "{}")
+            except json.JSONDecodeError:
+                arguments = {"arguments": function.get("arguments")}
+            blocks.append(
+                {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}
+            )
+        return {"role": "assistant", "content": blocks}
+    return {"role": "assistant" if role == "assistant" else "user", "content": text}
+
+
+def anthropic_body(
+    body: ChatBody, model: str, max_tokens: int, rung_params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An OpenAI chat body in the Messages API's terms: system and developer turns as
+    ``system``, tool calls and results as ``tool_use`` / ``tool_result`` blocks, tools with their
+    JSON schema as ``input_schema``, ``stop`` as ``stop_sequences``. A JSON ``response_format``
+    (which the Messages API has no setting for) becomes an instruction in the system prompt, and
+    the answer is checked as JSON like any rung's. Settings with no Anthropic equivalent raise
+    ``ValueError`` naming them, rather than being dropped."""
+    params = dict(body.params)
+    system = [text_of(m.get("content")) for m in body.messages if m.get("role") in ("system", "developer")]
+    turns = [_anthropic_turn(m) for m in body.messages if m.get("role") not in ("system", "developer")]
+    asked = params.pop("max_tokens", None) or params.pop("max_completion_tokens", None)
+    params.pop("max_completion_tokens", None)
+    out: dict[str, Any] = {"model": model, "messages": turns, **rung_params}
+    out["max_tokens"] = min(int(asked), max_tokens) if asked else max_tokens
+    for name, target in (("temperature", "temperature"), ("top_p", "top_p")):
+        if name in params:
+            out[target] = params.pop(name)
+    if "stop" in params:
+        stop = params.pop("stop")
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if "tools" in params:
+        out["tools"] = [
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}},
+            }
+            for t in params.pop("tools")
+        ]
+    choice = _anthropic_tool_choice(params.pop("tool_choice", None))
+    if choice is not None:
+        out["tool_choice"] = choice
+    if params.pop("parallel_tool_calls", None) is False and "tool_choice" in out:
+        out["tool_choice"]["disable_parallel_tool_use"] = True
+    response_format = params.pop("response_format", None) or {}
+    if response_format.get("type") == "json_object":
+        system.append("Answer with a single JSON object and nothing else.")
+    elif response_format.get("type") == "json_schema":
+        schema = json.dumps(response_format["json_schema"].get("schema", {}))
+        system.append(
+            f"Answer with a single JSON object that follows this JSON schema, and nothing else: {schema}"
+        )
+    if "user" in params:
+        out["metadata"] = {"user_id": params.pop("user")}
+    # OpenAI-only settings that change nothing about the answer's content
+    for name in ("seed", "store", "service_tier", "prompt_cache_key", "safety_identifier", "metadata"):
+        params.pop(name, None)
+    if params:
+        raise ValueError(f"{', '.join(sorted(params))}: no Anthropic equivalent for this rung")
+    if system:
+        out["system"] = "\n\n".join(s for s in system if s)
+    return out

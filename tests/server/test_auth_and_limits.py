@@ -144,7 +144,9 @@ def test_no_keys_binds_loopback_only_unless_insecure() -> None:
 
 def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
     (tmp_path / "ladder.yaml").write_text("name: bot\nrungs:\n  - model: {provider: scripted, model: m}\n")
-    result = CliRunner().invoke(cli, ["serve", "--config", str(tmp_path / "ladder.yaml"), "--host", "0.0.0.0"])
+    result = CliRunner().invoke(
+        cli, ["serve", "--config", str(tmp_path / "ladder.yaml"), "--host", "0.0.0.0"]
+    )
     assert result.exit_code != 0
     assert isinstance(result.exception, ConfigError)
     assert "--insecure-no-auth" in str(result.exception)
@@ -153,7 +155,9 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
 def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
     db = str(tmp_path / "keys.db")
     runner = CliRunner()
-    made = runner.invoke(cli, ["keys", "create", "--store", db, "--name", "ci", "--ladder", "bot", "--rpm", "5"])
+    made = runner.invoke(
+        cli, ["keys", "create", "--store", db, "--name", "ci", "--ladder", "bot", "--rpm", "5"]
+    )
     assert made.exit_code == 0, made.output
     key = made.stdout.strip().splitlines()[0]
     assert key.startswith("cr-")

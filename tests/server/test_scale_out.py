@@ -138,7 +138,9 @@ def test_two_processes_share_limits_budgets_revocation_and_the_log(
     assert logged_ids(shared["decision_log"], answered) == set(answered)
 
 
-def test_sigterm_lets_requests_in_flight_finish_and_flushes_the_log(tmp_path: Path, shared: dict[str, Any]) -> None:
+def test_sigterm_lets_requests_in_flight_finish_and_flushes_the_log(
+    tmp_path: Path, shared: dict[str, Any]
+) -> None:
     config = write_config(
         tmp_path / "server.yaml", {**{**shared, "keys": None}, "ladders": {"bot": ladder_config(delay=1.5)}}
     )
@@ -167,7 +169,9 @@ def test_load_two_processes_faults_and_one_killed_midway(tmp_path: Path, shared:
     process is killed (SIGKILL) halfway. The client acts as a load balancer: a refused connection
     goes to the other process, a request cut off in flight is not retried (it may have cost)."""
     total, concurrency = 2000, 64
-    config = write_config(tmp_path / "server.yaml", {**shared, "ladders": {"bot": ladder_config(fault_rate=0.1)}})
+    config = write_config(
+        tmp_path / "server.yaml", {**shared, "ladders": {"bot": ladder_config(fault_rate=0.1)}}
+    )
     keys = KeyStore(shared["keys"])
     budget = 18.0
     key, _ = keys.create("load", budget_usd=budget)
@@ -184,7 +188,9 @@ def test_load_two_processes_faults_and_one_killed_midway(tmp_path: Path, shared:
     # only the killed process's requests in flight failed, each with a clear disconnect error
     assert 0 < len(lost) <= concurrency
     assert {server for server, _ in lost} == {"a"}, lost
-    assert all(why.startswith(("RemoteProtocolError: Server disconnected", "ReadError")) for _, why in lost), lost
+    assert all(
+        why.startswith(("RemoteProtocolError: Server disconnected", "ReadError")) for _, why in lost
+    ), lost
     # no budget was overspent, across both processes
     cost = sum(c for status, _, _, c in outcome["done"] if status == 200)
     store = RedisStore(shared["state"])

@@ -3,6 +3,7 @@ made on first use and closed in matched pairs (``close`` / ``aclose``)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -10,9 +11,32 @@ from typing import Any
 from pydantic import SecretStr
 
 from cascade_router.backend import BackendBase
-from cascade_router.model_io import ModelOutput, Request, Usage
+from cascade_router.chat_body import json_problem
+from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 from cascade_router.observability.redaction import register_secret, register_url_secrets, safe_url
 from cascade_router.openai_format import parse_logprobs
+
+
+def tool_calls_of(
+    raw: list[tuple[str | None, str | None, str]],
+) -> tuple[tuple[ToolCall, ...], tuple[str, ...]]:
+    """``(id, name, arguments)`` as well-formed calls and descriptions of the malformed ones."""
+    calls: list[ToolCall] = []
+    invalid: list[str] = []
+    for call_id, name, arguments in raw:
+        if not name:
+            invalid.append(f"a tool call without a name (arguments {arguments[:80]!r})")
+            continue
+        try:
+            args = json.loads(arguments or "{}")
+        except json.JSONDecodeError as exc:
+            invalid.append(f"{name}: arguments are not JSON ({exc.msg})")
+            continue
+        if isinstance(args, dict):
+            calls.append(ToolCall(name, args, call_id))
+        else:
+            invalid.append(f"{name}: arguments are not a JSON object")
+    return tuple(calls), tuple(invalid)
 
 
 class SDKStream:
@@ -30,6 +54,16 @@ class SDKStream:
         self.response_id: str | None = None
         self.logprob_items: list[Any] = []
         """The provider's per-token logprob items, for APIs that stream them."""
+        self.calls: dict[int, list[Any]] = {}
+        """Streamed tool calls by index: ``[id, name, arguments so far]`` (they arrive in pieces)."""
+
+    def add_call_piece(
+        self, index: int, call_id: str | None, name: str | None, arguments: str | None
+    ) -> None:
+        call = self.calls.setdefault(index, [None, None, ""])
+        call[0] = call[0] or call_id
+        call[1] = call[1] or name  # some servers repeat the name in every piece: keep the first
+        call[2] += arguments or ""
 
     def open(self) -> Iterable[Any]:
         raise NotImplementedError
@@ -73,6 +107,9 @@ class SDKStream:
                     await closing
 
     def output(self) -> ModelOutput:
+        calls, invalid = tool_calls_of(
+            [(c[0], c[1], c[2]) for c in (self.calls[i] for i in sorted(self.calls))]
+        )
         # Logprobs only where the API streams them (OpenAI-compatible servers asked for them);
         # without them a logprob scorer reports the signal missing.
         usage = Usage(self.input_tokens, self.output_tokens or 0) if self.input_tokens is not None else None
@@ -83,6 +120,9 @@ class SDKStream:
             finish_reason=self.finish_reason,
             response_id=self.response_id,
             logprobs=parse_logprobs(list(self.logprob_items)) if self.logprob_items else None,
+            tool_calls=calls,
+            invalid_tool_calls=invalid,
+            parse_error=json_problem(self.request, "".join(self.text), bool(calls or invalid)),
         )
 
     def partial(self) -> ModelOutput:

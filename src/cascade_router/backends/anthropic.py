@@ -27,10 +27,11 @@ from typing import Any
 from pydantic import SecretStr
 
 from cascade_router.backends._sdk import SDKBackend, SDKStream
+from cascade_router.chat_body import ChatBody, anthropic_body, json_problem
 from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
 
 
-def _output(response: Any) -> ModelOutput:
+def _output(response: Any, request: Request) -> ModelOutput:
     texts: list[str] = []
     calls: list[ToolCall] = []
     invalid: list[str] = []
@@ -53,6 +54,7 @@ def _output(response: Any) -> ModelOutput:
         model=response.model,
         finish_reason=response.stop_reason,
         response_id=response.id,
+        parse_error=json_problem(request, "".join(texts), bool(calls or invalid)),
     )
 
 
@@ -78,6 +80,10 @@ class _Stream(SDKStream):
                 self.output_tokens = event.message.usage.output_tokens
             case "content_block_delta" if event.delta.type == "text_delta":
                 return str(event.delta.text) or None
+            case "content_block_start" if event.content_block.type == "tool_use":
+                self.add_call_piece(event.index, event.content_block.id, event.content_block.name, None)
+            case "content_block_delta" if event.delta.type == "input_json_delta":
+                self.add_call_piece(event.index, None, None, event.delta.partial_json)
             case "message_delta":
                 self.finish_reason = event.delta.stop_reason or self.finish_reason
                 if event.usage is not None:
@@ -149,6 +155,10 @@ class AnthropicBackend(SDKBackend):
         return Anthropic(**options, http_client=self._http[0])
 
     def payload(self, request: Request) -> dict[str, Any]:
+        if isinstance(request.native, ChatBody):
+            # A request from the OpenAI-compatible server: its tools, tool turns and settings
+            # in the Messages API's terms (what has no equivalent raises, naming it).
+            return anthropic_body(request.native, self._model, self.max_tokens, self.params)
         # The Messages API takes the system prompt apart from the turns, and only user and
         # assistant turns; a plain-text tool result is passed on as the user's turn.
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
@@ -168,10 +178,10 @@ class AnthropicBackend(SDKBackend):
         return body
 
     def invoke(self, request: Request) -> ModelOutput:
-        return _output(self.client.messages.create(**self.payload(request)))
+        return _output(self.client.messages.create(**self.payload(request)), request)
 
     async def ainvoke(self, request: Request) -> ModelOutput:
-        return _output(await self.async_client.messages.create(**self.payload(request)))
+        return _output(await self.async_client.messages.create(**self.payload(request)), request)
 
     def stream(self, request: Request) -> _Stream:
         return _Stream(self, request)

@@ -17,43 +17,20 @@ print(cascade.invoke("What is the capital of France?").output.text)
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import SecretStr
 
-from cascade_router.backends._sdk import SDKBackend, SDKStream
+from cascade_router.backends._sdk import SDKBackend, SDKStream, tool_calls_of
 from cascade_router.chat_body import ChatBody, json_problem
-from cascade_router.model_io import ModelOutput, Request, ToolCall, Usage
+from cascade_router.model_io import ModelOutput, Request, Usage
 from cascade_router.openai_format import parse_logprobs
-
-
-def _tool_calls(
-    raw: list[tuple[str | None, str | None, str]],
-) -> tuple[tuple[ToolCall, ...], tuple[str, ...]]:
-    """``(id, name, arguments)`` as well-formed calls and descriptions of the malformed ones."""
-    calls: list[ToolCall] = []
-    invalid: list[str] = []
-    for call_id, name, arguments in raw:
-        if not name:
-            invalid.append(f"a tool call without a name (arguments {arguments[:80]!r})")
-            continue
-        try:
-            args = json.loads(arguments or "{}")
-        except json.JSONDecodeError as exc:
-            invalid.append(f"{name}: arguments are not JSON ({exc.msg})")
-            continue
-        if isinstance(args, dict):
-            calls.append(ToolCall(name, args, call_id))
-        else:
-            invalid.append(f"{name}: arguments are not a JSON object")
-    return tuple(calls), tuple(invalid)
 
 
 def _output(response: Any, request: Request) -> ModelOutput:
     choice = response.choices[0]
     message = choice.message
-    calls, invalid = _tool_calls(
+    calls, invalid = tool_calls_of(
         [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []]
     )
     usage = response.usage
@@ -74,11 +51,6 @@ def _output(response: Any, request: Request) -> ModelOutput:
 
 class _Stream(SDKStream):
     backend: OpenAIBackend
-
-    def __init__(self, backend: OpenAIBackend, request: Request) -> None:
-        super().__init__(backend, request)
-        # Streamed tool calls arrive in pieces: per index an id and name, then argument text.
-        self.calls: dict[int, list[Any]] = {}
 
     def open(self) -> Any:
         return self.backend.client.chat.completions.create(**self.backend.payload(self.request, stream=True))
@@ -102,23 +74,14 @@ class _Stream(SDKStream):
             self.logprob_items.extend(content)
         delta = choice.delta
         for piece in (delta.tool_calls if delta else None) or ():
-            call = self.calls.setdefault(piece.index, [None, None, ""])
-            call[0] = call[0] or piece.id
             function = piece.function
-            if function is not None:
-                # Some servers repeat the name in every piece: keep the first.
-                call[1] = call[1] or function.name
-                call[2] += function.arguments or ""
+            self.add_call_piece(
+                piece.index,
+                piece.id,
+                function.name if function else None,
+                function.arguments if function else None,
+            )
         return (delta.content if delta else None) or None
-
-    def output(self) -> ModelOutput:
-        whole = super().output()
-        calls, invalid = _tool_calls(
-            [(c[0], c[1], c[2]) for c in (self.calls[i] for i in sorted(self.calls))]
-        )
-        whole.tool_calls, whole.invalid_tool_calls = calls, invalid
-        whole.parse_error = json_problem(self.request, whole.text, bool(calls or invalid))
-        return whole
 
 
 class OpenAIBackend(SDKBackend):

@@ -177,7 +177,9 @@ def error_for(exc: BaseException, request_id: str) -> ApiError:
         )
     if isinstance(exc, CascadeExhaustedError):
         summary = _attempt_summary(exc.attempts)
-        listing = "; ".join(f"{a['rung']}: {a['error_class'] or a['decision']}" for a in summary)
+        listing = "; ".join(
+            f"{a['rung']}: {a['error_class'] or a['reason'] or a['decision']}".rstrip() for a in summary
+        )
         cascade = {"request_id": request_id, "attempts": summary}
         if _timed_out(exc.attempts):
             return ApiError(

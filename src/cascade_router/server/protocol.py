@@ -233,7 +233,7 @@ def rung_params(request: ChatRequest) -> dict[str, Any]:
 
 
 def messages_of(request: ChatRequest) -> tuple[dict[str, Any], ...]:
-    return tuple(m.model_dump(exclude_none=True) for m in request.messages)
+    return tuple(m.model_dump(exclude_unset=True) for m in request.messages)
 
 
 @dataclass(frozen=True, slots=True)
