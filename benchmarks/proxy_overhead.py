@@ -243,7 +243,8 @@ def main() -> None:
     for name in ("c1", "c64"):
         r = results[name]
         print(
-            f"{name}: added p50 {r['p50_ms']} ms {r['p50_ms_95ci']}, p99 {r['p99_ms']} ms {r['p99_ms_95ci']}; "
+            f"{name}: added p50 {r['p50_ms']} ms {r['p50_ms_95ci']}, "
+            f"p99 {r['p99_ms']} ms {r['p99_ms_95ci']}; "
             f"server p50 {r['server_p50_ms']} ms vs direct {r['direct_p50_ms']} ms; "
             f"{r['requests_per_s_per_worker']} req/s per worker"
         )

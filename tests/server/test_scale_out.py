@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +58,13 @@ def ladder_config(*, fault_rate: float = 0.0, delay: float = 0.0) -> dict[str, A
 
 
 @pytest.fixture
-def shared(tmp_path: Path, redis_url: str) -> Iterator[dict[str, Any]]:
+def shared(tmp_path: Path, redis_url: str) -> dict[str, Any]:
     pg = postgres_url()  # an empty decision log in the test database
     engine = create_engine(pg)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS cascade_api_keys"))
     engine.dispose()
-    yield {"state": redis_url, "decision_log": pg, "keys": pg, "key_cache_s": 0.5, "shutdown_grace_s": 20}
+    return {"state": redis_url, "decision_log": pg, "keys": pg, "key_cache_s": 0.5, "shutdown_grace_s": 20}
 
 
 def post(url: str, key: str, **body: Any) -> httpx.Response:
@@ -213,6 +212,7 @@ def test_load_two_processes_faults_and_one_killed_midway(tmp_path: Path, shared:
 async def _load(a: Process, b: Process, key: str, *, total: int, concurrency: int) -> dict[str, Any]:
     done: list[tuple[int, str, str, float]] = []
     lost: list[tuple[str, str]] = []
+    halfway = asyncio.Event()
     answered_a: list[float] = []
     killed_at: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -245,12 +245,13 @@ async def _load(a: Process, b: Process, key: str, *, total: int, concurrency: in
                     )
                     if name == "a" and response.status_code == 200:
                         answered_a.append(time.monotonic())
+                    if len(done) >= total // 2:
+                        halfway.set()
                     return
                 lost.append(("-", "no server accepted the connection"))
 
         async def killer() -> None:
-            while len(done) < total // 2:
-                await asyncio.sleep(0.01)
+            await halfway.wait()
             a.process.send_signal(signal.SIGKILL)
             killed_at.append(time.monotonic())
 
