@@ -32,6 +32,7 @@ from cascade_router.routing import (
 )
 from cascade_router.scorers import FirstAvailableScorer, JudgeScorer, LogprobScorer, ValidityScorer
 from cascade_router.scorers.learned import LearnedScorer
+from cascade_router.server.config import ServerConfig
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
@@ -60,6 +61,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ),
     ("Pre-router `adapt`", PreRouterAdaptation, "The pre-router's online recalibration from outcomes."),
     ("`adapt_thresholds`", ThresholdAdaptation, "Rung thresholds that move with labelled feedback."),
+    (
+        "Server",
+        ServerConfig,
+        "The top level of a `cascade-router serve` config: named ladders and the server's settings.",
+    ),
 ]
 
 

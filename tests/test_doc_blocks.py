@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ NO_PROVIDER = {
 }
 EXCEPTION = re.compile(r"^[\s|+]*([A-Za-z_][\w.]*(?:Error|Exception|Group)): ", re.M)
 LOCAL_URL = "http://127.0.0.1:8177/v1"  # scripts/local_llm.py serve
+SERVER_URL = "http://127.0.0.1:8000/v1"  # cascade-router serve's default address
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
 
 
@@ -55,6 +57,23 @@ def _blocks() -> list[tuple[str, str | None, str]]:
 BLOCKS = _blocks()
 
 
+@pytest.fixture(scope="module")
+def doc_server() -> Iterator[str]:
+    """A cascade server like the docs' (a "support-bot" ladder), with scripted rungs."""
+    from cascade_router.testing import Reply
+    from tests.server.live import serving
+
+    cheap = {
+        "provider": "scripted",
+        "model": "cheap-model",
+        "replies": [{"text": "Paris.", "confidence": 0.9}],
+    }
+    strong = {"provider": "scripted", "model": "strong-model", "replies": [Reply("Paris, France.")]}
+    ladder = {"rungs": [{"model": cheap, "scorer": {"kind": "logprob"}, "threshold": 0.5}, {"model": strong}]}
+    with serving({"ladders": {"support-bot": ladder}}) as server:
+        yield server.url
+
+
 def test_the_docs_have_python_blocks() -> None:
     assert len(BLOCKS) >= 8
 
@@ -67,6 +86,11 @@ def test_a_doc_block_runs_as_written(
     if local:
         # Runs for real against the test session's server (its port is a free one).
         code = code.replace(LOCAL_URL, request.getfixturevalue("local_llm"))
+    if needs is not None and "cascade-router serve" in needs:
+        # Runs for real against a cascade server serving a scripted "support-bot" ladder.
+        server = request.getfixturevalue("doc_server")
+        code = code.replace(SERVER_URL, f"{server}/v1")
+        local = True  # nothing may fail: everything it needs is here
     env = {
         **os.environ,
         "OPENAI_API_KEY": "sk-doc-test-not-a-key",

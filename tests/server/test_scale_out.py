@@ -260,3 +260,27 @@ async def _load(a: Process, b: Process, key: str, *, total: int, concurrency: in
         await kill
     last_second = sum(1 for t in answered_a if t >= killed_at[0] - 1.0)
     return {"done": done, "lost": lost, "answered_by_a_last_second": last_second}
+
+
+def test_a_served_process_exports_its_traces_over_otlp(tmp_path: Path) -> None:
+    """``serve`` with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set exports every span to the collector:
+    the server span under the caller's trace, the cascade's spans under it; SIGTERM flushes them."""
+    from tests.otlp_receiver import http_receiver
+
+    config = write_config(tmp_path / "server.yaml", {"ladders": {"bot": ladder_config()}})
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    with http_receiver() as (endpoint, received):
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "gateway"}
+        with Process(config, env=env) as server:
+            response = httpx.post(
+                f"{server.url}/v1/chat/completions",
+                json={"model": "bot", "messages": MESSAGES},
+                headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+                timeout=30,
+            )
+            assert response.status_code == 200
+        spans = received.span_list()
+    assert "gateway" in received.service_names()
+    names = {s["name"] for s in spans if s["trace_id"] == trace_id}
+    assert "POST /v1/chat/completions" in names
+    assert len(names) > 1, names  # the cascade's own spans joined the same trace

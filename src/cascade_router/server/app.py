@@ -86,6 +86,8 @@ class ServerState:
     metrics: ServerMetrics
     in_flight: int = 0
     draining: bool = False
+    on_shutdown: list[Any] = field(default_factory=list)
+    """Called after the logs are flushed (a tracer provider's ``shutdown`` exports its spans)."""
     idle: asyncio.Event | None = field(default=None, repr=False)
 
     def lost_records(self) -> int:
@@ -699,6 +701,11 @@ async def drain(state: ServerState) -> None:
             log_.close(timeout=max(grace, 5.0))
         if state.keys is not None:
             state.keys.close()
+        for hook in state.on_shutdown:
+            try:
+                hook()
+            except Exception:
+                log.warning("a shutdown hook failed", exc_info=True)
 
     await anyio.to_thread.run_sync(flush)
     log.info("shut down: %d decision-log records lost", state.lost_records())

@@ -7,6 +7,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cascade_router.errors import ConfigError
 from cascade_router.server.config import ServerConfig, load_server_config
@@ -49,14 +50,21 @@ def check_exposure(config: ServerConfig, host: str, *, insecure_no_auth: bool) -
     )
 
 
-def app_from_env() -> object:
+def app_from_env() -> Any:
     """The ASGI app of a worker process, from the config named in ``CASCADE_ROUTER_SERVER_CONFIG``."""
     from cascade_router.server.app import create_app
 
     path = os.environ.get(CONFIG_ENV)
     if not path:
         raise ConfigError(CONFIG_ENV, "not set: start the server with 'cascade-router serve --config FILE'")
-    return create_app(path)
+    app = create_app(path)
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        # Each worker process exports its own spans (a provider does not survive a fork).
+        from cascade_router.observability.otel import configure_tracing
+
+        provider = configure_tracing(os.environ.get("OTEL_SERVICE_NAME", "cascade-router"))
+        app.state.cascade.on_shutdown.append(getattr(provider, "shutdown", lambda: None))
+    return app
 
 
 def serve(
