@@ -44,12 +44,14 @@ import yaml
 
 from cascade_router import Cascade
 
-LADDER = {
-    "name": "bench",
-    "rungs": [
-        {"name": "only", "model": {"provider": "scripted", "model": "zero-latency", "replies": ["Paris."]}}
-    ],
-}
+
+def ladder(delay: float) -> dict[str, Any]:
+    reply = {"text": "Paris.", "delay": delay}
+    return {"rungs": [{"name": "only", "model": {"provider": "scripted", "model": "m", "replies": [reply]}}]}
+
+
+# name -> (concurrency, the rung's latency in seconds)
+SCENARIOS = {"c1": (1, 0.0), "c64": (64, 0.0), "c64_upstream_200ms": (64, 0.2)}
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 GOAL = {"p50_ms": 2.0, "p99_ms": 10.0}
 ANCHORS = {
@@ -84,8 +86,8 @@ def start_server(config: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the server did not start")
 
 
-def request_bytes(port: int) -> bytes:
-    body = json.dumps({"model": "bench", "messages": MESSAGES}).encode()
+def request_bytes(port: int, model: str) -> bytes:
+    body = json.dumps({"model": model, "messages": MESSAGES}).encode()
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -154,9 +156,10 @@ def bootstrap(values: list[float], rng: random.Random, n: int = 2000) -> tuple[f
     return medians[int(0.025 * n)], medians[int(0.975 * n) - 1]
 
 
-async def measure(port: int, rounds: int, total: int, concurrency: int, seed: int) -> dict[str, Any]:
-    cascade = Cascade.from_config(LADDER, tracing=False)
-    payload = request_bytes(port)
+async def measure(port: int, scenario: str, rounds: int, total: int, seed: int) -> dict[str, Any]:
+    concurrency, delay = SCENARIOS[scenario]
+    cascade = Cascade.from_config(ladder(delay), tracing=False)
+    payload = request_bytes(port, scenario)
     rng = random.Random(seed)
     added_p50: list[float] = []
     added_p99: list[float] = []
@@ -190,6 +193,7 @@ async def measure(port: int, rounds: int, total: int, concurrency: int, seed: in
     ci = random.Random(seed + 1)
     return {
         "concurrency": concurrency,
+        "rung_latency_s": delay,
         "p50_ms": round(statistics.median(added_p50), 3),
         "p50_ms_95ci": [round(x, 3) for x in bootstrap(added_p50, ci)],
         "p99_ms": round(statistics.median(added_p99), 3),
@@ -215,19 +219,26 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.yaml"
-        config.write_text(yaml.safe_dump(LADDER))
+        # One ladder per scenario, named after it; the server does not trace, as the direct
+        # variant does not (tracing=False there; no tracer provider here).
+        config.write_text(
+            yaml.safe_dump({"ladders": {name: ladder(d) for name, (_, d) in SCENARIOS.items()}})
+        )
         port = free_port()
         server = start_server(config, port)
         try:
             results = {
-                f"c{c}": asyncio.run(measure(port, args.rounds, args.requests, c, args.seed)) for c in (1, 64)
+                name: asyncio.run(measure(port, name, args.rounds, args.requests, args.seed))
+                for name in SCENARIOS
             }
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
     report = {
         "what": "latency the server adds over the same ladder called in-process (one scripted "
-        "zero-latency rung), one uvicorn worker, loopback HTTP/1.1 keep-alive",
+        "rung: zero latency, or 200 ms like a fast provider), one uvicorn worker, loopback HTTP/1.1 "
+        "keep-alive; at c64 with a zero-latency rung both variants are saturated and their "
+        "latencies are mostly queueing (64 / throughput)",
         "goal": GOAL,
         "anchors": ANCHORS,
         **results,
@@ -240,7 +251,7 @@ def main() -> None:
         },
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    for name in ("c1", "c64"):
+    for name in SCENARIOS:
         r = results[name]
         print(
             f"{name}: added p50 {r['p50_ms']} ms {r['p50_ms_95ci']}, "

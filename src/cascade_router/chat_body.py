@@ -27,6 +27,10 @@ class ChatBody:
     """What the rung sends besides the messages: ``tools``, ``tool_choice``, ``response_format``,
     ``stop``, ``temperature``, ``max_tokens``... (never ``model``, ``stream`` or ``n``)."""
 
+    def has_turn(self) -> bool:
+        """Whether a message other than a system or developer prompt is there to answer."""
+        return any(m.get("role") not in ("system", "developer") for m in self.messages)
+
     @property
     def json_mode(self) -> str | None:
         """``json_object`` or ``json_schema`` when the caller asked for a JSON answer."""

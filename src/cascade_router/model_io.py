@@ -202,6 +202,9 @@ class Request:
         that the plain-text view is not built just for this check.
         """
         native = self.native
+        own = getattr(native, "has_turn", None)
+        if callable(own):  # a native request that can tell by itself (``ChatBody``)
+            return bool(own())
         if "messages" in self.__dict__ or not isinstance(native, Sequence) or isinstance(native, str):
             return any(m.role != "system" for m in self.messages)
         for message in native:

@@ -283,3 +283,23 @@ def test_not_ready_when_the_shared_store_is_unreachable() -> None:
         ready = httpx.get(f"{server.url}/readyz", timeout=10)
         assert ready.status_code == 503
         assert "state" in ready.json()
+
+
+def test_a_request_its_cost_limit_leaves_no_rung_for_is_400() -> None:
+    priced = {
+        "routing": [{"kind": "cost"}],
+        "rungs": [
+            {
+                "model": {"provider": "scripted", "model": "m", "max_tokens": 100},
+                "price": {"input_per_mtok": 10.0, "output_per_mtok": 10.0},
+            }
+        ],
+    }
+    with serving({"ladders": {"priced": priced}}) as server:
+        body = {"model": "priced", "messages": MESSAGES, "cascade": {"max_cost_usd": 1e-9}}
+        refused = post(server, body)
+        assert refused.status_code == 400
+        error = error_of(refused)
+        assert error["code"] == "no_rung_for_request"
+        assert "max_cost_usd" in error["message"]
+        assert post(server, {**body, "cascade": {"max_cost_usd": 1.0}}).status_code == 200

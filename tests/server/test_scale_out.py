@@ -284,3 +284,16 @@ def test_a_served_process_exports_its_traces_over_otlp(tmp_path: Path) -> None:
     names = {s["name"] for s in spans if s["trace_id"] == trace_id}
     assert "POST /v1/chat/completions" in names
     assert len(names) > 1, names  # the cascade's own spans joined the same trace
+
+
+def test_workers_share_one_metrics_view(tmp_path: Path) -> None:
+    """``--workers 2``: two processes behind one port; /metrics sums both (whichever answers)."""
+    config = write_config(tmp_path / "server.yaml", {"ladders": {"bot": ladder_config()}})
+    with Process(config, args=("--workers", "2")) as server:
+        for _ in range(12):
+            assert post(server.url, "none").status_code == 200
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    line = next(
+        x for x in text.splitlines() if x.startswith('cascade_requests_total{ladder="bot",status="200"}')
+    )
+    assert float(line.rsplit(" ", 1)[1]) == 12.0

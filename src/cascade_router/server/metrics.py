@@ -75,24 +75,34 @@ class ServerMetrics:
         if not self.multiprocess:
             r.register(_LogLosses(decision_log_lost))
         self._lost = decision_log_lost
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # ``labels()`` looks the child up under a lock each time; a request touches four or more.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def record(self, ladder: str, result: Result | None, attempts: list[Attempt], status: int) -> None:
-        self.requests.labels(ladder, str(status)).inc()
+        child = self._child
+        child(self.requests, ladder, str(status)).inc()
         for attempt in attempts:
             if attempt.shadow or attempt.decision == "skipped":
                 continue
-            self.rung_latency.labels(ladder, attempt.name).observe(attempt.latency_s)
+            child(self.rung_latency, ladder, attempt.name).observe(attempt.latency_s)
             if attempt.error_class is not None:
-                self.errors.labels(ladder, attempt.error_class).inc()
+                child(self.errors, ladder, attempt.error_class).inc()
             if attempt.decision in ("escalate", "error"):
-                self.escalations.labels(ladder).inc()
+                child(self.escalations, ladder).inc()
             cost = attempt.total_cost_usd
             if cost:
-                self.cost.labels(ladder).inc(cost)
+                child(self.cost, ladder).inc(cost)
         if result is not None:
-            self.answered.labels(ladder, result.answered_by.name).inc()
+            child(self.answered, ladder, result.answered_by.name).inc()
         if status >= 400:
-            self.errors.labels(ladder, f"http_{status}").inc()
+            child(self.errors, ladder, f"http_{status}").inc()
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST

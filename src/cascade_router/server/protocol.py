@@ -189,15 +189,14 @@ _REFUSED = {
 def parse_request(raw: bytes) -> ChatRequest:
     """The request body, checked; an ``ApiError`` (400) naming the field otherwise."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    try:
-        request = ChatRequest.model_validate(data)
+        # One pass in pydantic's Rust core: JSON parsing and the fields' checks together.
+        request = ChatRequest.model_validate_json(raw)
     except ValidationError as exc:
         err = exc.errors(include_input=False, include_url=False)[0]
+        if err["type"] == "json_invalid":
+            raise ApiError(400, f"the request body is not valid JSON: {err['msg']}") from None
+        if err["type"] == "model_type" and not err["loc"]:
+            raise ApiError(400, "the request body must be a JSON object") from None
         param = ".".join(str(p) for p in err["loc"]) or None
         message = err["msg"]
         if err["type"] == "extra_forbidden":
