@@ -16,7 +16,7 @@ class HedgeState:
 
     def __init__(self, settings: HedgeSettings, n_rungs: int) -> None:
         self.settings = settings
-        self._latencies = RungLatencies(n_rungs, window=settings.window)
+        self.latencies = RungLatencies(n_rungs, window=settings.window)
         self._lock = threading.Lock()
         self.requests = 0
         self.hedges = 0
@@ -24,7 +24,7 @@ class HedgeState:
 
     def observe(self, rung: int, latency_s: float) -> None:
         """A rung answered after ``latency_s`` seconds."""
-        self._latencies.observe(rung, latency_s)
+        self.latencies.observe(rung, latency_s)
 
     def count_request(self) -> None:
         with self._lock:
@@ -35,7 +35,7 @@ class HedgeState:
         settings = self.settings
         if settings.delay_s is not None:
             return settings.delay_s
-        seen = self._latencies.quantile(rung, settings.quantile, settings.min_samples)
+        seen = self.latencies.quantile(rung, settings.quantile, settings.min_samples)
         return seen[0] if seen is not None else None
 
     def take(self) -> bool:

@@ -49,6 +49,13 @@ class StateStore(Protocol):
         nothing changes). ``ttl`` is set on creation. What budgets reserve and settle with."""
         ...
 
+    def push_window(
+        self, key: str, values: Sequence[float], window: int, ttl: float | None = None
+    ) -> list[float]:
+        """Append ``values`` to a list that keeps its last ``window`` items, and return them all
+        (oldest first), in one step: how replicas pool the latencies they observe."""
+        ...
+
 
 class MemoryStore:
     """A ``StateStore`` in this process's memory (one process; lost on restart)."""
@@ -110,6 +117,17 @@ class MemoryStore:
             expiry = self._values[key][1] if current is not None else (None if ttl is None else now + ttl)
             self._values[key] = (repr(total), expiry)
             return total
+
+    def push_window(
+        self, key: str, values: Sequence[float], window: int, ttl: float | None = None
+    ) -> list[float]:
+        now = time.monotonic()
+        with self._lock:
+            current = self._live(key, now)
+            items = [float(x) for x in current.split(",") if x] if current else []
+            items = [*items, *values][-window:]
+            self._values[key] = (",".join(map(repr, items)), None if ttl is None else now + ttl)
+            return items
 
     def ping(self) -> None:
         return None
@@ -190,6 +208,19 @@ class RedisStore:
             "" if ttl is None else str(max(1, int(ttl * 1000))),
         )
         return None if got is None else float(got)
+
+    def push_window(
+        self, key: str, values: Sequence[float], window: int, ttl: float | None = None
+    ) -> list[float]:
+        pipe = self._client.pipeline()  # MULTI/EXEC: push, trim and read as one step
+        k = self._k(key)
+        if values:
+            pipe.rpush(k, *map(repr, values))
+            pipe.ltrim(k, -window, -1)
+            if ttl is not None:
+                pipe.pexpire(k, max(1, int(ttl * 1000)))
+        pipe.lrange(k, 0, -1)
+        return [float(x) for x in pipe.execute()[-1]]
 
     def ping(self) -> None:
         self._client.ping()

@@ -186,3 +186,43 @@ def test_the_shared_state_reaches_breakers_and_budget_rules(tmp_path: Path, redi
     assert router is not None
     kinds = [(r.kind, type(r._store).__name__) for r in router.rules]  # type: ignore[attr-defined]
     assert kinds == [("budget", "RedisStore"), ("key_budget", "RedisStore")]
+
+
+def test_replicas_pool_their_rung_latencies(redis_url: str) -> None:
+    """Two servers on one Redis: the deadline rule and hedging of each estimate from both's
+    observed latencies."""
+    from cascade_router.server.app import latency_windows, share_latencies
+
+    ladder = {
+        "routing": [{"kind": "deadline"}],
+        "hedge": {"min_samples": 1},
+        "rungs": [
+            {
+                "model": {"provider": "scripted", "model": "a"},
+                "scorer": {"kind": "logprob"},
+                "threshold": 0.5,
+            },
+            {"model": {"provider": "scripted", "model": "b"}},
+        ],
+    }
+    config = {"state": redis_url, "ladders": {"pooled": ladder}}
+    one, two = build_state(config), build_state(config)
+    RedisStore(redis_url).delete("latency:pooled:routing:0", "latency:pooled:hedge:0")
+    windows_one, windows_two = dict(latency_windows(one)), dict(latency_windows(two))
+    assert set(windows_one) == {"latency:pooled:routing", "latency:pooled:hedge"}
+    for seconds in (0.1, 0.2, 0.3):
+        windows_one["latency:pooled:routing"].observe(0, seconds)
+    windows_two["latency:pooled:routing"].observe(0, 0.9)
+    share_latencies(one)
+    share_latencies(two)
+    share_latencies(one)
+    for state in (one, two):
+        window = dict(latency_windows(state))["latency:pooled:routing"]
+        found = window.quantile(0, 1.0)
+        assert found == (0.9, 4)  # all four observations, from both
+    # an unreachable store leaves each process its own window, and says so
+    broken = build_state({"state": "redis://127.0.0.1:1/0", "ladders": {"pooled": ladder}})
+    own = dict(latency_windows(broken))["latency:pooled:routing"]
+    own.observe(0, 0.5)
+    share_latencies(broken)
+    assert own.quantile(0, 1.0) == (0.5, 1)

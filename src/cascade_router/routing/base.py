@@ -10,7 +10,7 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -230,9 +230,11 @@ class RungLatencies:
     latencies: an estimate a few answers old is as good, and a sort per request is not free."""
 
     def __init__(self, n_rungs: int, window: int = 200, resort_every: int = 8) -> None:
+        self.window = window
         self._seen: list[deque[float]] = [deque(maxlen=window) for _ in range(n_rungs)]
         self._sorted: list[list[float]] = [[] for _ in range(n_rungs)]
         self._fresh = [0] * n_rungs
+        self._unshared: list[list[float]] = [[] for _ in range(n_rungs)]
         self._resort_every = resort_every
         self._lock = threading.Lock()
         _fork_safe.add(self)
@@ -241,6 +243,24 @@ class RungLatencies:
         with self._lock:
             self._seen[rung].append(seconds)
             self._fresh[rung] += 1
+            if len(self._unshared[rung]) < self.window:
+                self._unshared[rung].append(seconds)
+
+    def share(self, push: Callable[[int, list[float]], list[float]]) -> None:
+        """Pool this window with other processes': ``push(rung, new latencies)`` sends what this
+        process observed since the last call to a shared store and returns the pooled window,
+        which replaces this one (the server does this every second over Redis)."""
+        with self._lock:
+            unshared, self._unshared = self._unshared, [[] for _ in self._unshared]
+        for rung, new in enumerate(unshared):
+            pooled = push(rung, new)
+            with self._lock:
+                # What was observed while the store answered is kept for the next round.
+                seen = self._seen[rung]
+                seen.clear()
+                seen.extend(pooled)
+                seen.extend(self._unshared[rung])
+                self._fresh[rung] = max(self._fresh[rung], self._resort_every)  # sort it again
 
     def quantile(self, rung: int, q: float, min_samples: int = 1) -> tuple[float, int] | None:
         """(the ``q`` quantile of the rung's recent latencies, how many); None: too few."""

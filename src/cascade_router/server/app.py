@@ -40,6 +40,7 @@ from cascade_router.errors import (
 from cascade_router.failures import classify
 from cascade_router.observability.decision_log import DecisionLog, shared_log
 from cascade_router.observability.redaction import redact
+from cascade_router.routing.base import RungLatencies
 from cascade_router.routing.budget import BudgetRule
 from cascade_router.server.config import ServerConfig, load_server_config
 from cascade_router.server.keys import ApiKey, KeyStore
@@ -91,6 +92,41 @@ class ServerState:
 
     def lost_records(self) -> int:
         return sum(log.stats().lost for log in self.logs)
+
+
+def latency_windows(state: ServerState) -> list[tuple[str, RungLatencies]]:
+    """Every latency window the ladders learn from, each with the store key it is pooled under."""
+    windows = []
+    for name, ladder in state.ladders.items():
+        engine = ladder.cascade.engine
+        if engine.router is not None and engine.router.needs_latencies:
+            windows.append((f"latency:{name}:routing", engine.router.latencies))
+        if engine.hedging is not None:
+            windows.append((f"latency:{name}:hedge", engine.hedging.latencies))
+    return windows
+
+
+def share_latencies(state: ServerState) -> None:
+    """One round of pooling every ladder's latency windows in the shared store: what the
+    deadline rule and hedging estimate from is then every replica's experience, not one's."""
+    store = state.store
+    for key, window in latency_windows(state):
+
+        def push(rung: int, new: list[float], key: str = key, size: int = window.window) -> list[float]:
+            # A day without traffic lets the pooled window expire.
+            return store.push_window(f"{key}:{rung}", new, size, ttl=86_400)
+
+        try:
+            window.share(push)
+        except Exception as exc:  # the store is unreachable: keep this process's own window
+            log.warning("latency pooling skipped: %s", redact(str(exc)))
+
+
+async def _share_latencies_forever(state: ServerState) -> None:
+    every = state.config.latency_sync_s
+    while True:
+        await asyncio.sleep(every)
+        await anyio.to_thread.run_sync(share_latencies, state)
 
 
 def _with_state(config: LadderConfig, state: str | None, extra_rules: list[Any]) -> LadderConfig:
@@ -672,9 +708,14 @@ def create_app(config: ServerConfig | str | os.PathLike[str] | Mapping[str, Any]
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.idle = asyncio.Event()
+        pooling = None
+        if state.config.state is not None and latency_windows(state):
+            pooling = asyncio.create_task(_share_latencies_forever(state))
         try:
             yield
         finally:
+            if pooling is not None:
+                pooling.cancel()
             await drain(state)
 
     app = Starlette(

@@ -46,6 +46,9 @@ class ServerConfig(BaseModel):
     """``redis://...``: rate limits, key budgets, circuit breakers and budget rules are counted
     in this Redis, so that every server process behind a load balancer shares them. None: in
     this process (one process only)."""
+    latency_sync_s: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False)
+    """With a shared ``state``: how often each process pools the rung latencies it observed
+    (what the ``deadline`` rule and hedging estimate from) with the other processes'."""
     decision_log: str | None = None
     """The decision log (SQLite path or SQLAlchemy URL) of every ladder that names none."""
     keys: str | None = None
