@@ -66,7 +66,9 @@ def test_scorer_files_are_relative_to_the_config(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "server.yaml"
     path.write_text(
         "ladders:\n  a:\n    rungs:\n"
-        "      - {model: {provider: scripted, model: m}, scorer: {kind: learned, path: scorer.json}, threshold: 0.5}\n"
+        "      - model: {provider: scripted, model: m}\n"
+        "        scorer: {kind: learned, path: scorer.json}\n"
+        "        threshold: 0.5\n"
         "      - {model: {provider: scripted, model: n}}\n"
     )
     with pytest.raises((ConfigError, FileNotFoundError)) as caught:  # the file is looked for beside it
