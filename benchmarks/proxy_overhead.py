@@ -106,12 +106,15 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def server_batch(port: int, payload: bytes, total: int, concurrency: int) -> tuple[list[float], float]:
+async def server_batch(
+    port: int, payload: bytes, total: int, concurrency: int, stagger: float
+) -> tuple[list[float], float]:
     latencies: list[float] = []
     per_connection = total // concurrency
 
-    async def connection() -> None:
+    async def connection(i: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(i * stagger)
         try:
             for _ in range(per_connection):
                 t0 = time.perf_counter()
@@ -125,15 +128,18 @@ async def server_batch(port: int, payload: bytes, total: int, concurrency: int) 
             await writer.wait_closed()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    await asyncio.gather(*(connection(i) for i in range(concurrency)))
     return latencies, time.perf_counter() - t0
 
 
-async def direct_batch(cascade: Cascade, total: int, concurrency: int) -> tuple[list[float], float]:
+async def direct_batch(
+    cascade: Cascade, total: int, concurrency: int, stagger: float
+) -> tuple[list[float], float]:
     latencies: list[float] = []
     per_task = total // concurrency
 
-    async def task() -> None:
+    async def task(i: int) -> None:
+        await asyncio.sleep(i * stagger)
         for _ in range(per_task):
             t0 = time.perf_counter()
             result = await cascade.ainvoke(MESSAGES[0]["content"])
@@ -141,7 +147,7 @@ async def direct_batch(cascade: Cascade, total: int, concurrency: int) -> tuple[
             assert result.output.text == "Paris."
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(task() for _ in range(concurrency)))
+    await asyncio.gather(*(task(i) for i in range(concurrency)))
     return latencies, time.perf_counter() - t0
 
 
@@ -158,6 +164,9 @@ def bootstrap(values: list[float], rng: random.Random, n: int = 2000) -> tuple[f
 
 async def measure(port: int, scenario: str, rounds: int, total: int, seed: int) -> dict[str, Any]:
     concurrency, delay = SCENARIOS[scenario]
+    # With an upstream latency, the 64 callers start spread over it, as independent users are:
+    # started together they would arrive in lockstep bursts of 64, every 200 ms, for ever.
+    stagger = delay / concurrency
     cascade = Cascade.from_config(ladder(delay), tracing=False)
     payload = request_bytes(port, scenario)
     rng = random.Random(seed)
@@ -169,8 +178,8 @@ async def measure(port: int, scenario: str, rounds: int, total: int, seed: int) 
     direct_p99: list[float] = []
     rps: list[float] = []
     # one unmeasured batch of each: imports, connection set-up, the JIT-less warm-up of caches
-    await server_batch(port, payload, total, concurrency)
-    await direct_batch(cascade, total, concurrency)
+    await server_batch(port, payload, total, concurrency, stagger)
+    await direct_batch(cascade, total, concurrency, stagger)
     for _ in range(rounds):
         order = ["server", "direct"]
         rng.shuffle(order)
@@ -179,9 +188,9 @@ async def measure(port: int, scenario: str, rounds: int, total: int, seed: int) 
             gc.collect()
             await asyncio.sleep(0.05)  # the other variant's leftovers settle before timing
             if variant == "server":
-                got[variant] = await server_batch(port, payload, total, concurrency)
+                got[variant] = await server_batch(port, payload, total, concurrency, stagger)
             else:
-                got[variant] = await direct_batch(cascade, total, concurrency)
+                got[variant] = await direct_batch(cascade, total, concurrency, stagger)
         s, d = got["server"][0], got["direct"][0]
         server_p50.append(quantile(s, 0.5) * 1e3)
         direct_p50.append(quantile(d, 0.5) * 1e3)

@@ -70,6 +70,8 @@ class TestChatOpenAIOnCascadeServer(ChatModelIntegrationTests):
             "temperature": 0,
             "timeout": 180,
             "max_retries": 0,
+            # A proxy is not OpenAI, so ChatOpenAI asks for streamed usage only when told to.
+            "stream_usage": True,
             # A pooled connection made on one test's event loop must not outlive it.
             "http_async_client": openai.DefaultAsyncHttpxClient(
                 limits=httpx.Limits(max_keepalive_connections=0)
