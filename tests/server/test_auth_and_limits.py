@@ -226,3 +226,16 @@ def test_replicas_pool_their_rung_latencies(redis_url: str) -> None:
     own.observe(0, 0.5)
     share_latencies(broken)
     assert own.quantile(0, 1.0) == (0.5, 1)
+
+
+def test_an_unreachable_key_store_is_503_not_a_crash() -> None:
+    config = {
+        "keys": "postgresql+psycopg://cascade:wrong@127.0.0.1:1/none",
+        "ladders": {"bot": {"rungs": [{"model": {"provider": "scripted", "model": "m"}}]}},
+    }
+    with serving(config) as server:
+        response = post(server.url, "cr-whatever")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "key_store_unavailable"
+        assert "wrong" not in response.text
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503

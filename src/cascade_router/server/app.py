@@ -342,7 +342,16 @@ class _Server:
             )
         hit, record = keys.cached(token)
         if not hit:
-            record = await anyio.to_thread.run_sync(keys.check, token)
+            try:
+                record = await anyio.to_thread.run_sync(keys.check, token)
+            except Exception as exc:
+                log.error("the key store cannot be read: %s", redact(f"{type(exc).__name__}: {exc}"))
+                raise ApiError(
+                    503,
+                    "the API key cannot be checked now (the key store is unreachable); retry later",
+                    type="server_error",
+                    code="key_store_unavailable",
+                ) from None
         if record is None:
             raise ApiError(401, "Incorrect API key provided (or revoked)", code="invalid_api_key")
         return record
@@ -496,7 +505,7 @@ class _Server:
             try:
                 async with asyncio.timeout(timeout):
                     result = await ladder.cascade.engine.arun(call)
-            except BaseException as exc:
+            except Exception as exc:
                 attempts = list(getattr(exc, "attempts", []) or [])
                 error = error_for(exc, request_id)
                 self._finish(span, ladder_name, None, attempts, error.status)
@@ -507,6 +516,10 @@ class _Server:
         except ApiError as error:
             self._finish(span, ladder_name, None, [], error.status)
             return _error_response(error, {"x-cascade-request-id": request_id})
+        except BaseException:
+            # Cancelled (the server is stopping past its grace): the span still ends.
+            self._finish(span, ladder_name, None, [], 499)
+            raise
         finally:
             if not streaming:
                 self._left()
@@ -542,7 +555,10 @@ class _Server:
     def _call(
         self, ladder: Ladder, body: ChatRequest, key: ApiKey | None, request_id: str, context: Any
     ) -> Any:
-        metadata: dict[str, Any] = dict(body.metadata or {})
+        # The key's items are the server's to set: a caller's own "api_key..." items are dropped.
+        metadata: dict[str, Any] = {
+            k: v for k, v in (body.metadata or {}).items() if not k.startswith("api_key")
+        }
         if body.user is not None:
             metadata["user"] = body.user
         if key is not None:
@@ -585,7 +601,10 @@ class _Server:
         try:
             first = await next_event()
         except BaseException as exc:
-            await _close(events)
+            with anyio.CancelScope(shield=True):
+                await _close(events)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: chat() ends the span and counts the request out
             attempts = list(getattr(exc, "attempts", []) or [])
             error = error_for(exc, request_id)
             self._finish(span, ladder.name, None, attempts, error.status)
@@ -595,10 +614,21 @@ class _Server:
         usage_wanted = body.stream_options is not None and body.stream_options.include_usage
         want_logprobs = bool(body.logprobs)
 
+        # What the request ended with; ``cleanup`` reports it once, whether the stream ran to its
+        # end, failed, or was never read (a client gone before the first chunk).
+        ended: dict[str, Any] = {"result": None, "attempts": [], "status": 499, "done": False}
+
+        async def cleanup() -> None:
+            if ended["done"]:
+                return
+            ended["done"] = True
+            with anyio.CancelScope(shield=True):
+                await _close(events)
+            self._finish(span, ladder.name, ended["result"], ended["attempts"], ended["status"])
+            self._left()
+
         async def sse() -> AsyncIterator[bytes]:
             result: Result | None = None
-            status = 200
-            attempts: list[Attempt] = []
             event = first
             model = _model_of(cascade, event)
             sent_calls = False
@@ -640,26 +670,34 @@ class _Server:
                         "usage": usage_json(result),
                     }
                     yield _sse(final)
+                ended.update(result=result, attempts=result.attempts, status=200)
                 yield _sse("[DONE]")
-                attempts = result.attempts
             except Exception as exc:
-                attempts = list(getattr(exc, "attempts", []) or [])
                 error = error_for(exc, request_id)
-                status = error.status
+                ended.update(attempts=list(getattr(exc, "attempts", []) or []), status=error.status)
                 yield _sse(error.body())
-            except BaseException:
-                # The client went away (the response task is cancelled): the upstream call is
-                # cancelled by closing the cascade's stream, which logs the request as abandoned.
-                status = 499
-                raise
             finally:
-                with anyio.CancelScope(shield=True):
-                    await _close(events)
-                self._finish(span, ladder.name, result, attempts, status)
-                self._left()
+                # The client went away (the response task is cancelled; status stays 499): closing
+                # the cascade's stream cancels the rung's call and logs the request as abandoned.
+                await cleanup()
 
         headers = {"x-cascade-request-id": request_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
+        return _EventStream(sse(), cleanup, media_type="text/event-stream", headers=headers)
+
+
+class _EventStream(StreamingResponse):
+    """A streamed response that reports its request's end even when its body was never read."""
+
+    def __init__(self, content: AsyncIterator[bytes], cleanup: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._cleanup()
 
 
 def _model_of(cascade: Cascade, event: Any) -> str:
