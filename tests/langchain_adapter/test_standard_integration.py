@@ -67,27 +67,12 @@ def gemma(url: str, name: str) -> ChatOpenAI:
     )
 
 
-class TestCascadeOnLocalServer(ChatModelIntegrationTests):
-    @pytest.fixture(autouse=True)
-    def _server(self, local_llm: str) -> None:
-        SERVER["url"] = local_llm
+class GemmaCapabilities:
+    """What the local server's model can do, as the standard suite asks. The capabilities are
+    switched on so that their tests run and show how they fail; each failure is then expected,
+    with its reason (strict: a pass is reported). Shared with the suite run through the cascade
+    server (``test_standard_server.py``)."""
 
-    @property
-    def chat_model_class(self) -> type[CascadeChatModel]:
-        return CascadeChatModel
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        url = SERVER["url"]
-        return {
-            "rungs": [
-                {"model": gemma(url, "cheap"), "scorer": LogprobScorer(), "threshold": 0.6},
-                {"model": gemma(url, "strong")},
-            ]
-        }
-
-    # The capabilities are switched on so that their tests run and show how they fail; each
-    # failure is then expected, with its reason, below (strict: a pass is reported).
     @property
     def has_tool_calling(self) -> bool:
         return True
@@ -110,59 +95,79 @@ class TestCascadeOnLocalServer(ChatModelIntegrationTests):
     def returns_usage_metadata(self) -> bool:
         return True
 
+
+GEMMA_FAILURES = {
+    **dict.fromkeys(
+        (
+            "test_tool_calling",
+            "test_tool_calling_async",
+            "test_bind_runnables_as_tools",
+            "test_tool_choice",
+            "test_tool_calling_with_no_arguments",
+            "test_agent_loop",
+            "test_unicode_tool_call_integration",
+        ),
+        NO_TOOL_CALLS,
+    ),
+    **dict.fromkeys(
+        (
+            "test_tool_message_histories_string_content",
+            "test_tool_message_histories_list_content",
+            "test_tool_message_error_status",
+            "test_structured_few_shot_examples",
+        ),
+        NO_TOOL_HISTORY,
+    ),
+    "test_json_mode": UNFINISHED_JSON,
+}
+GEMMA_SKIPS = {
+    **dict.fromkeys(
+        (
+            "test_invoke_with_model_override",
+            "test_ainvoke_with_model_override",
+            "test_stream_with_model_override",
+            "test_astream_with_model_override",
+        ),
+        "the local server serves one model (Gemma 3 270M), so there is no other model to override to",
+    ),
+    **dict.fromkeys(
+        (
+            "test_image_inputs",
+            "test_image_tool_message",
+            "test_pdf_inputs",
+            "test_pdf_tool_message",
+            "test_audio_inputs",
+            "test_anthropic_inputs",
+        ),
+        "Gemma 3 270M reads text only: no images, PDFs or audio, and no Anthropic-format content blocks",
+    ),
+    "test_stream_time": "a benchmark over VCR-recorded provider traffic; this suite talks to a live "
+    "local server, whose timing on a shared 2-core machine means nothing",
+}
+
+
+class TestCascadeOnLocalServer(GemmaCapabilities, ChatModelIntegrationTests):
+    @pytest.fixture(autouse=True)
+    def _server(self, local_llm: str) -> None:
+        SERVER["url"] = local_llm
+
+    @property
+    def chat_model_class(self) -> type[CascadeChatModel]:
+        return CascadeChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        url = SERVER["url"]
+        return {
+            "rungs": [
+                {"model": gemma(url, "cheap"), "scorer": LogprobScorer(), "threshold": 0.6},
+                {"model": gemma(url, "strong")},
+            ]
+        }
+
     expected_failures: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(
-            (
-                "test_tool_calling",
-                "test_tool_calling_async",
-                "test_bind_runnables_as_tools",
-                "test_tool_choice",
-                "test_tool_calling_with_no_arguments",
-                "test_agent_loop",
-                "test_unicode_tool_call_integration",
-            ),
-            NO_TOOL_CALLS,
-        ),
-        **dict.fromkeys(
-            (
-                "test_tool_message_histories_string_content",
-                "test_tool_message_histories_list_content",
-                "test_tool_message_error_status",
-                "test_structured_few_shot_examples",
-            ),
-            NO_TOOL_HISTORY,
-        ),
-        **dict.fromkeys(
-            (
-                "test_structured_output",
-                "test_structured_output_async",
-            ),
-            CHILD_RUNS,
-        ),
-        "test_json_mode": UNFINISHED_JSON,
+        **GEMMA_FAILURES,
+        **dict.fromkeys(("test_structured_output", "test_structured_output_async"), CHILD_RUNS),
         "test_structured_output_pydantic_2_v1": STREAMED_TOOL_NAME,
     }
-    skipped_tests: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(
-            (
-                "test_invoke_with_model_override",
-                "test_ainvoke_with_model_override",
-                "test_stream_with_model_override",
-                "test_astream_with_model_override",
-            ),
-            "the local server serves one model (Gemma 3 270M), so there is no other model to override to",
-        ),
-        **dict.fromkeys(
-            (
-                "test_image_inputs",
-                "test_image_tool_message",
-                "test_pdf_inputs",
-                "test_pdf_tool_message",
-                "test_audio_inputs",
-                "test_anthropic_inputs",
-            ),
-            "Gemma 3 270M reads text only: no images, PDFs or audio, and no Anthropic-format content blocks",
-        ),
-        "test_stream_time": "a benchmark over VCR-recorded provider traffic; this suite talks to a live "
-        "local server, whose timing on a shared 2-core machine means nothing",
-    }
+    skipped_tests: ClassVar[dict[str, str]] = GEMMA_SKIPS

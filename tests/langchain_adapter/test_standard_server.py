@@ -18,11 +18,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from tests.langchain_adapter.test_standard_integration import (
-    NO_TOOL_CALLS,
-    NO_TOOL_HISTORY,
-    UNFINISHED_JSON,
-)
+from tests.langchain_adapter.test_standard_integration import GEMMA_FAILURES, GEMMA_SKIPS, GemmaCapabilities
 from tests.server.live import InThread, serving
 
 SERVER: dict[str, str] = {}
@@ -52,7 +48,7 @@ def cascade_server(local_llm: str) -> Iterator[InThread]:
 
 
 @pytest.mark.standard
-class TestChatOpenAIOnCascadeServer(ChatModelIntegrationTests):
+class TestChatOpenAIOnCascadeServer(GemmaCapabilities, ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
     def _server(self, cascade_server: InThread) -> None:
         SERVER["url"] = cascade_server.url
@@ -78,73 +74,12 @@ class TestChatOpenAIOnCascadeServer(ChatModelIntegrationTests):
             ),
         }
 
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def structured_output_kwargs(self) -> dict[str, Any]:
-        # The model's server has no response_format json_schema, but it forces a named tool
-        # call by grammar, so structured output goes through function calling.
-        return {"method": "function_calling"}
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
-
-    expected_failures: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(
-            (
-                "test_tool_calling",
-                "test_tool_calling_async",
-                "test_bind_runnables_as_tools",
-                "test_tool_choice",
-                "test_tool_calling_with_no_arguments",
-                "test_agent_loop",
-                "test_unicode_tool_call_integration",
-            ),
-            NO_TOOL_CALLS,
-        ),
-        **dict.fromkeys(
-            (
-                "test_tool_message_histories_string_content",
-                "test_tool_message_histories_list_content",
-                "test_tool_message_error_status",
-                "test_structured_few_shot_examples",
-            ),
-            NO_TOOL_HISTORY,
-        ),
-        "test_json_mode": UNFINISHED_JSON,
-    }
+    expected_failures: ClassVar[dict[str, str]] = GEMMA_FAILURES
     skipped_tests: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(
-            (
-                "test_invoke_with_model_override",
-                "test_ainvoke_with_model_override",
-                "test_stream_with_model_override",
-                "test_astream_with_model_override",
-            ),
-            "the server has one ladder here, so there is no other model to override to",
-        ),
-        **dict.fromkeys(
-            (
-                "test_image_inputs",
-                "test_image_tool_message",
-                "test_pdf_inputs",
-                "test_pdf_tool_message",
-                "test_audio_inputs",
-                "test_anthropic_inputs",
-            ),
-            "Gemma 3 270M reads text only: no images, PDFs or audio, and no Anthropic-format content blocks",
-        ),
-        "test_stream_time": "a benchmark over VCR-recorded provider traffic; this suite talks to a live "
-        "local server, whose timing on a shared 2-core machine means nothing",
+        **GEMMA_SKIPS,
+        **{
+            name: "the cascade server here serves one ladder, so there is no other model to override to"
+            for name in GEMMA_SKIPS
+            if name.endswith("_with_model_override")
+        },
     }
