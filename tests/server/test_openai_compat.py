@@ -292,3 +292,21 @@ async def test_async_client_and_chat_openai(server: InThread) -> None:
     )
     assert (await llm.ainvoke("q")).content == "Paris, surely."
     assert "".join([str(c.content) async for c in llm.astream("q")]) == "Paris, surely."
+
+
+def test_llamaindex_openai_like_chat_and_stream(server: InThread) -> None:
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.openai_like import OpenAILike
+
+    llm = OpenAILike(
+        model="strong-only",
+        api_base=f"{server.url}/v1",
+        api_key="sk-any",
+        is_chat_model=True,
+        max_retries=0,
+    )
+    reply = llm.chat([ChatMessage(role="user", content="capital of France?")])
+    assert reply.message.content == "Paris, surely."
+    streamed = list(llm.stream_chat([ChatMessage(role="user", content="capital of France?")]))
+    assert streamed[-1].message.content == "Paris, surely."
+    assert llm.complete("capital of France?").text == "Paris, surely."
