@@ -118,6 +118,8 @@ def test_budget_is_429_insufficient_quota_and_never_overspent(tmp_path: Path) ->
             else:
                 assert response.status_code == 429
                 assert response.json()["error"]["code"] == "insufficient_quota"
+                # the day's budget starts again at midnight UTC
+                assert 1 <= int(response.headers["retry-after"]) <= 86_400
         assert 200 in codes
         assert 429 in codes
         assert spent <= 0.1
@@ -239,3 +241,17 @@ def test_an_unreachable_key_store_is_503_not_a_crash() -> None:
         assert response.json()["error"]["code"] == "key_store_unavailable"
         assert "wrong" not in response.text
         assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503
+
+
+def test_seconds_to_the_next_budget_period() -> None:
+    from datetime import UTC, datetime
+
+    from cascade_router.server.limits import seconds_to_next_period
+
+    t = datetime(2026, 2, 28, 23, 59, 30, tzinfo=UTC).timestamp()
+    assert seconds_to_next_period("hour", t) == 30
+    assert seconds_to_next_period("day", t) == 30
+    assert seconds_to_next_period("month", t) == 30
+    early = datetime(2026, 1, 31, 0, 0, 0, tzinfo=UTC).timestamp()
+    assert seconds_to_next_period("day", early) == 86_400
+    assert seconds_to_next_period("month", early) == 86_400

@@ -74,3 +74,19 @@ def test_scorer_files_are_relative_to_the_config(tmp_path: Path) -> None:
     with pytest.raises((ConfigError, FileNotFoundError)) as caught:  # the file is looked for beside it
         load_server_config(path)
     assert str(tmp_path / "sub" / "scorer.json") in str(caught.value)
+
+
+def test_store_passwords_are_not_in_the_config_repr() -> None:
+    url = "postgresql+psycopg://cascade:hunter2-secret@db:5432/cascade"
+    config = load_server_config(
+        {
+            "state": "redis://:redis-secret@cache:6379/0",
+            "keys": url,
+            "decision_log": url,
+            "ladders": {"a": {"rungs": [{"model": SCRIPTED}]}},
+        }
+    )
+    shown = repr(config) + str(config) + config.model_dump_json()
+    assert "hunter2-secret" not in shown
+    assert "redis-secret" not in shown
+    assert "db:5432" in shown

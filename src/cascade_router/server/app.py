@@ -44,7 +44,7 @@ from cascade_router.routing.base import RungLatencies
 from cascade_router.routing.budget import BudgetRule
 from cascade_router.server.config import ServerConfig, load_server_config
 from cascade_router.server.keys import ApiKey, KeyStore
-from cascade_router.server.limits import KeyBudgetRule, key_metadata, take_rate
+from cascade_router.server.limits import KeyBudgetRule, key_metadata, seconds_to_next_period, take_rate
 from cascade_router.server.metrics import ServerMetrics
 from cascade_router.server.protocol import (
     ApiError,
@@ -293,6 +293,13 @@ class FastJSON(JSONResponse):
         return orjson.dumps(content)
 
 
+def _with_quota_wait(error: ApiError, key: ApiKey | None) -> ApiError:
+    """A key's spent budget is 429 with ``Retry-After``: when its budget period starts again."""
+    if error.code == "insufficient_quota" and key is not None and key.budget_usd is not None:
+        error.headers.setdefault("retry-after", str(seconds_to_next_period(key.budget_per)))
+    return error
+
+
 def _error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return FastJSON(error.body(), status_code=error.status, headers={**error.headers, **(headers or {})})
 
@@ -499,7 +506,7 @@ class _Server:
             call = self._call(ladder, body, key, request_id, span_context)
             timeout = self._timeout(body)
             if body.stream:
-                response = await self._stream(ladder, body, call, request_id, span, limit_s=timeout)
+                response = await self._stream(ladder, body, call, request_id, span, key=key, limit_s=timeout)
                 streaming = True
                 return response
             try:
@@ -507,7 +514,7 @@ class _Server:
                     result = await ladder.cascade.engine.arun(call)
             except Exception as exc:
                 attempts = list(getattr(exc, "attempts", []) or [])
-                error = error_for(exc, request_id)
+                error = _with_quota_wait(error_for(exc, request_id), key)
                 self._finish(span, ladder_name, None, attempts, error.status)
                 return _error_response(error, {"x-cascade-request-id": request_id})
             done = Completion(f"chatcmpl-{request_id}", now(), result, bool(body.logprobs))
@@ -587,6 +594,7 @@ class _Server:
         request_id: str,
         span: Any,
         *,
+        key: ApiKey | None,
         limit_s: float | None,
     ) -> Response:
         cascade = ladder.cascade
@@ -606,7 +614,7 @@ class _Server:
             if not isinstance(exc, Exception):
                 raise  # cancelled: chat() ends the span and counts the request out
             attempts = list(getattr(exc, "attempts", []) or [])
-            error = error_for(exc, request_id)
+            error = _with_quota_wait(error_for(exc, request_id), key)
             self._finish(span, ladder.name, None, attempts, error.status)
             self._left()
             return _error_response(error, {"x-cascade-request-id": request_id})

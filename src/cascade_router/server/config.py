@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
 from cascade_router.config import (
     LadderConfig,
@@ -28,6 +28,7 @@ from cascade_router.config import (
     validation_problem,
 )
 from cascade_router.errors import ConfigError
+from cascade_router.observability.redaction import safe_url
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 
@@ -66,6 +67,16 @@ class ServerConfig(BaseModel):
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False)
     """On SIGTERM, how long requests in flight may take to finish before they are cut off;
     the decision log is flushed after them."""
+
+    def __repr_args__(self) -> Any:
+        # Store URLs may carry a password: shown without it, as every URL the server prints.
+        for name, value in super().__repr_args__():
+            hidden = name in ("state", "decision_log", "keys") and isinstance(value, str)
+            yield name, safe_url(value) if hidden else value
+
+    @field_serializer("state", "decision_log", "keys")
+    def _url_shown(self, value: str | None) -> str | None:
+        return None if value is None else safe_url(value)
 
     @field_validator("ladders", mode="before")
     @classmethod

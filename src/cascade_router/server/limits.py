@@ -67,3 +67,19 @@ def budget_spent(store: StateStore, key: ApiKey) -> float:
     bucket, _ = rule._bucket(key.id, key.budget_per)
     (value,) = store.get_many([bucket])
     return float(value or 0.0)
+
+
+def seconds_to_next_period(per: str, now: float | None = None) -> int:
+    """Seconds until the budget period (UTC calendar hour, day or month) starts again."""
+    import calendar
+    from datetime import UTC, datetime, timedelta
+
+    t = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    if per == "hour":
+        start = t.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    elif per == "day":
+        start = t.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    else:
+        days = calendar.monthrange(t.year, t.month)[1]
+        start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=days)
+    return max(1, math.ceil((start - t).total_seconds()))
