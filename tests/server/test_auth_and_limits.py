@@ -255,3 +255,21 @@ def test_seconds_to_the_next_budget_period() -> None:
     early = datetime(2026, 1, 31, 0, 0, 0, tzinfo=UTC).timestamp()
     assert seconds_to_next_period("day", early) == 86_400
     assert seconds_to_next_period("month", early) == 86_400
+
+
+def test_keys_create_checks_the_ladders_against_the_config(tmp_path: Path) -> None:
+    server_config = tmp_path / "server.yaml"
+    server_config.write_text(
+        f"keys: {tmp_path / 'keys.db'}\n"
+        "ladders:\n  bot:\n    rungs:\n      - model: {provider: scripted, model: m}\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["keys", "create", "--config", str(server_config), "--name", "x", "--ladder", "bott"]
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ConfigError)
+    assert "bott: not a ladder" in str(result.exception)
+    made = CliRunner().invoke(
+        cli, ["keys", "create", "--config", str(server_config), "--name", "x", "--ladder", "bot"]
+    )
+    assert made.exit_code == 0, made.output

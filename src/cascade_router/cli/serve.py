@@ -89,6 +89,15 @@ def keys_create(
 
     keys = _store(store, config)
     assert isinstance(keys, KeyStore)
+    if config is not None and ladder:
+        from cascade_router.server.config import load_server_config
+
+        known = load_server_config(config).ladders
+        unknown = [name for name in ladder if name != "*" and name not in known]
+        if unknown:
+            raise ConfigError(
+                "--ladder", f"{', '.join(unknown)}: not a ladder of {config} ({', '.join(known)})"
+            )
     key, record = keys.create(
         name,
         ladders=tuple(ladder or ("*",)),
