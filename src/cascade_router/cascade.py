@@ -157,8 +157,7 @@ class Cascade:
     def _call(
         self, prompt: Prompt, start_at: StartAt = None, thresholds: Thresholds = None, **route: Any
     ) -> Call:
-        overrides = self.ladder.overrides(start_at, thresholds, **route)
-        return Call(_request(prompt), self.ladder.models, self._resolve, overrides=overrides)
+        return self.prepare(prompt, start_at=start_at, thresholds=thresholds, **route)
 
     def prepare(
         self,
