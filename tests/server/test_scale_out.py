@@ -143,6 +143,9 @@ def test_sigterm_lets_requests_in_flight_finish_and_flushes_the_log(
         tmp_path / "server.yaml", {**{**shared, "keys": None}, "ladders": {"bot": ladder_config(delay=1.5)}}
     )
     with Process(config) as server:
+        # no keys: it says so, and that it serves loopback only
+        assert "no API keys configured" in server.output()
+        assert "loopback address only" in server.output()
         results: list[httpx.Response] = []
 
         def call() -> None:
