@@ -273,3 +273,26 @@ def test_keys_create_checks_the_ladders_against_the_config(tmp_path: Path) -> No
         cli, ["keys", "create", "--config", str(server_config), "--name", "x", "--ladder", "bot"]
     )
     assert made.exit_code == 0, made.output
+
+
+def test_keys_work_without_the_server_extra(tmp_path: Path) -> None:
+    """An admin machine manages keys with the core alone; serve says which extra it lacks."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('starlette', 'uvicorn', 'orjson', 'prometheus_client'):\n"
+        "    sys.modules[name] = None  # as if not installed\n"
+        "from typer.testing import CliRunner\n"
+        "from cascade_router.cli.app import app\n"
+        f"store = {str(tmp_path / 'k.db')!r}\n"
+        "made = CliRunner().invoke(app, ['keys', 'create', '--store', store, '--name', 'a'])\n"
+        "assert made.exit_code == 0, made.output\n"
+        f"served = CliRunner().invoke(app, ['serve', '--config', {str(tmp_path / 'none.yaml')!r}])\n"
+        "assert served.exit_code != 0\n"
+        "assert 'server extra' in served.output, served.output\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
