@@ -316,10 +316,17 @@ def test_a_served_process_exports_its_traces_over_otlp(tmp_path: Path) -> None:
 def test_workers_share_one_metrics_view(tmp_path: Path) -> None:
     """``--workers 2``: two processes behind one port; /metrics sums both (whichever answers)."""
     config = write_config(tmp_path / "server.yaml", {"ladders": {"bot": ladder_config()}})
-    with Process(config, args=("--workers", "2")) as server:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    with Process(config, args=("--workers", "2"), env=env) as server:
         for _ in range(12):
             assert post(server.url, "none").status_code == 200
         text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    # both workers wrote their metrics to the shared folder (each its own files, by pid)...
+    pids = {f.stem.rsplit("_", 1)[-1] for f in metrics_dir.glob("*.db")}
+    assert len(pids) >= 2, sorted(f.name for f in metrics_dir.glob("*.db"))
+    # ...and the one scrape summed them: every request counted once, whichever worker took it
     line = next(
         x for x in text.splitlines() if x.startswith('cascade_requests_total{ladder="bot",status="200"}')
     )

@@ -66,6 +66,13 @@ class CostRule(RoutingRule):
 _PERIODS = {"hour": ("%Y%m%d%H", 3600.0), "day": ("%Y%m%d", 86_400.0), "month": ("%Y%m", 31 * 86_400.0)}
 
 
+def budget_bucket(item: str, whose: Any, per: str) -> tuple[str, float]:
+    """The store key that counts what ``whose`` (a value of metadata ``item``) spends in the
+    current ``per`` period, and the key's time to live."""
+    fmt, ttl = _PERIODS[per]
+    return f"budget:{item}:{whose}:{time.strftime(fmt, time.gmtime())}", ttl
+
+
 class BudgetRule(RoutingRule):
     """``{kind: budget, key: tenant, usd: 20, per: day}``: what the requests of one tenant (user,
     API key...: the value of ``key`` in the request's metadata) may spend per calendar hour, day
@@ -112,8 +119,7 @@ class BudgetRule(RoutingRule):
         return self.key.removeprefix("metadata.")
 
     def _bucket(self, whose: Any, per: str) -> tuple[str, float]:
-        fmt, ttl = _PERIODS[per]
-        return f"budget:{self._item}:{whose}:{time.strftime(fmt, time.gmtime())}", ttl
+        return budget_bucket(self._item, whose, per)
 
     def _held(self, ctx: RouteContext) -> list[tuple[str, int, float]]:
         held: list[tuple[str, int, float]] = ctx.memo.setdefault(id(self), [])

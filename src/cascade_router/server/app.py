@@ -250,8 +250,7 @@ def error_for(exc: BaseException, request_id: str) -> ApiError:
         return ApiError(429, redact(str(exc)), type="insufficient_quota", code="insufficient_quota")
     if isinstance(exc, RequestRefusedError):
         return ApiError(400, str(exc), code="refused_by_rule")
-    if isinstance(exc, ConfigError):
-        return ApiError(400, f"cascade.{exc.field}: {exc.problem}", param=f"cascade.{exc.field}")
+
     if isinstance(exc, CascadeStreamError):
         return ApiError(502, redact(str(exc)), type="upstream_error", code="stream_failed")
     if isinstance(exc, ValueError) and "no message to answer" in str(exc):

@@ -13,7 +13,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from cascade_router.routing.budget import BudgetRule
+from cascade_router.routing.budget import BudgetRule, budget_bucket
 from cascade_router.server.keys import ApiKey
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ def take_rate(store: StateStore, key: ApiKey) -> float | None:
 
 def budget_spent(store: StateStore, key: ApiKey) -> float:
     """What the key has spent (and holds) in its current budget period."""
-    rule = KeyBudgetRule(store=None)
-    bucket, _ = rule._bucket(key.id, key.budget_per)
+    bucket, _ = budget_bucket(KEY_ITEM, key.id, key.budget_per)
     (value,) = store.get_many([bucket])
     return float(value or 0.0)
 
